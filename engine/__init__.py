@@ -1,0 +1,15 @@
+"""The llama.cpp runtime: models, chat contexts, streamed generation. No UI, no vector objects."""
+
+from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling
+from engine.model import Model, ModelLoadError, default_model_path
+
+__all__ = [
+    "ChatContext",
+    "ContextFullError",
+    "EngineError",
+    "Model",
+    "ModelLoadError",
+    "Reply",
+    "Sampling",
+    "default_model_path",
+]

@@ -1,0 +1,274 @@
+"""The chat context: one llama.cpp context that turns a message list into a streamed reply.
+
+The context keeps the tokens its KV cache holds, so a new turn only evaluates what the
+conversation added since the last one. Everything here runs on the caller's thread; the
+front ends decide which thread that is.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+from engine.model import Model
+
+
+class EngineError(Exception):
+    """llama.cpp failed while evaluating; the context has been reset and stays usable."""
+
+
+class ContextFullError(Exception):
+    """The prompt alone does not fit in the context window."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. temperature 0 means greedy (exact, reproducible)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_tokens: int = 512
+    seed: int | None = None
+
+
+@dataclass
+class Reply:
+    """A finished (or stopped) reply and the numbers the user sees for it.
+
+    finish_reason is one of: "stop" (the model ended its turn), "length" (max_tokens),
+    "interrupted" (cancelled), "context_full" (the context window ran out mid-reply).
+    """
+
+    text: str
+    tokens: int
+    finish_reason: str
+    ttft_s: float
+    tokens_per_s: float
+    prompt_tokens: int
+    prompt_tokens_evaluated: int
+    seed: int | None
+    token_ids: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finish_reason == "interrupted"
+
+
+TokenCallback = Callable[[str], None]
+
+
+def _sampler(sampling: Sampling, seed: int | None) -> llama_cpp.llama_sampler_p:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if sampling.temperature <= 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if sampling.top_k > 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
+    if sampling.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1)
+        )
+    llama_cpp.llama_sampler_chain_add(
+        chain, llama_cpp.llama_sampler_init_temp(sampling.temperature)
+    )
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed or 0))
+    return chain
+
+
+class ChatContext:
+    """A llama.cpp context bound to one conversation's KV cache."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        self.model = model
+        threads = n_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        # llama.cpp's CPU flash-attention path made a 20-token turn at 1,100 tokens of context
+        # ~2x slower than at 60 here; the classic path ~1.35x (bench/engine_bench.py).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise EngineError("llama.cpp could not create a context (out of memory?)")
+        self.n_ctx = llama_cpp.llama_n_ctx(self._ptr)
+        self.n_batch = llama_cpp.llama_n_batch(self._ptr)  # llama.cpp may lower it
+        self.n_threads = threads
+        self._mem = llama_cpp.llama_get_memory(self._ptr)
+        self._cached: list[int] = []  # tokens whose K/V sit in the cache, in order
+        self._lock = threading.Lock()
+        self._one = (llama_cpp.llama_token * 1)()
+
+    @property
+    def ptr(self) -> llama_cpp.llama_context_p:
+        return self._ptr
+
+    @property
+    def n_cached(self) -> int:
+        """Tokens in the KV cache: how much of the context window the conversation uses."""
+        return len(self._cached)
+
+    def reset(self) -> None:
+        """Forget the KV cache; the next reply evaluates its whole prompt."""
+        llama_cpp.llama_memory_clear(self._mem, True)
+        self._cached = []
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.model.chat_tokens(messages))
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def _decode(self, tokens: list[int]) -> None:
+        """Evaluate tokens after the cached ones, in n_batch chunks."""
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            arr = (llama_cpp.llama_token * len(chunk))(*chunk)
+            rc = llama_cpp.llama_decode(self._ptr, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+            if rc != 0:
+                self.reset()
+                raise EngineError(f"llama_decode failed with code {rc}")
+            self._cached.extend(chunk)
+
+    def _prepare(self, prompt: list[int]) -> int:
+        """Reuse the longest cached prefix; returns how many prompt tokens need evaluating."""
+        common = 0
+        for a, b in zip(self._cached, prompt, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)  # the last prompt token must produce logits
+        if common < len(self._cached):
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, common, -1)
+            del self._cached[common:]
+        return len(prompt) - common
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
+        """Stream the assistant's next reply to `messages` through on_token.
+
+        Cancelling (setting `cancel`) stops after the token being produced; the partial reply is
+        returned with finish_reason "interrupted" and the context stays usable.
+        """
+        with self._lock:
+            return self._generate(messages, sampling, on_token, cancel)
+
+    def _generate(self, messages, sampling, on_token, cancel) -> Reply:
+        t0 = time.perf_counter()
+        prompt = self.model.chat_tokens(messages)
+        if len(prompt) >= self.n_ctx:
+            raise ContextFullError(
+                f"context full: the conversation is {len(prompt)} tokens and the context holds "
+                f"{self.n_ctx}; use /undo or /clear, or restart with a larger --ctx"
+            )
+        seed = None  # greedy: no randomness to record
+        if sampling.temperature > 0:
+            seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
+        n_eval = self._prepare(prompt)
+        evaluated = n_eval
+        cancelled = cancel.is_set if cancel is not None else (lambda: False)
+        pending = prompt[len(prompt) - n_eval :]
+        for start in range(0, len(pending), self.n_batch):
+            if cancelled():
+                return self._reply("", [], "interrupted", t0, None, 0.0, prompt, evaluated, seed)
+            self._decode(pending[start : start + self.n_batch])
+        return self._stream(prompt, evaluated, sampling, seed, on_token, cancelled, t0)
+
+    def _stream(self, prompt, evaluated, sampling, seed, on_token, cancelled, t0) -> Reply:
+        model, ctx, one = self.model, self._ptr, self._one
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sampler = _sampler(sampling, seed)
+        out: list[int] = []
+        parts: list[str] = []
+        t_first = t_last = None
+        sampled = 0
+        reason = "length"
+        try:
+            while len(out) < sampling.max_tokens:
+                if cancelled():
+                    reason = "interrupted"
+                    break
+                if len(self._cached) >= self.n_ctx:
+                    reason = "context_full"
+                    break
+                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                t_last = time.perf_counter()
+                sampled += 1
+                if t_first is None:
+                    t_first = t_last
+                if model.is_eog(token):
+                    reason = "stop"
+                    break
+                out.append(token)
+                text = decoder.decode(model.piece(token))
+                if text:
+                    parts.append(text)
+                    if on_token is not None:
+                        on_token(text)
+                if len(out) >= sampling.max_tokens:
+                    break
+                one[0] = token
+                rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+                if rc != 0:
+                    self.reset()
+                    raise EngineError(f"llama_decode failed with code {rc}")
+                self._cached.append(token)
+        finally:
+            llama_cpp.llama_sampler_free(sampler)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            parts.append(tail)
+            if on_token is not None:
+                on_token(tail)
+        rate = (sampled - 1) / (t_last - t_first) if sampled > 1 and t_last > t_first else 0.0
+        text = "".join(parts)
+        return self._reply(text, out, reason, t0, t_first, rate, prompt, evaluated, seed)
+
+    @staticmethod
+    def _reply(text, out, reason, t0, t_first, rate, prompt, evaluated, seed) -> Reply:
+        """tokens_per_s is the decode rate after the first token (prompt time is in ttft)."""
+        ttft = (t_first - t0) if t_first is not None else time.perf_counter() - t0
+        return Reply(
+            text=text,
+            tokens=len(out),
+            finish_reason=reason,
+            ttft_s=ttft,
+            tokens_per_s=rate,
+            prompt_tokens=len(prompt),
+            prompt_tokens_evaluated=evaluated,
+            seed=seed,
+            token_ids=out,
+        )
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        with contextlib.suppress(Exception):
+            self.close()

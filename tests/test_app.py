@@ -1,0 +1,172 @@
+"""The Textual app driven by Pilot, on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import replace
+
+from textual.widgets import Markdown, OptionList, Static
+
+from engine import ChatContext
+from repl.app import ChatInput, SteerApp, Token
+from repl.core import Core
+from tests.conftest import GREEDY, user
+
+SIZE = (100, 30)
+
+
+def sync(test):
+    """Run an async Pilot test on its own event loop (no pytest-asyncio needed)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class RecordingApp(SteerApp):
+    """Counts the streamed updates so a test can tell streaming from a single final write."""
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self.updates: list[str] = []
+
+    def on_token(self, message: Token) -> None:
+        # Textual also calls SteerApp.on_token for the same message (handlers run per class)
+        self.updates.append(message.text)
+
+
+async def type_text(pilot, text: str) -> None:
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        assert loop.time() < end, "timed out"
+        await pilot.pause(0.02)
+
+
+@sync
+async def test_message_streams_a_reply(model, core) -> None:
+    core.sampling = replace(GREEDY, max_tokens=120)
+    expected = ChatContext(model, n_ctx=1024).generate(
+        user("Tell me about the sea."), core.sampling
+    )
+    app = RecordingApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "Tell me about the sea.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.generating)
+        await pilot.pause()
+        replies = app.query("Markdown.assistant")
+        assert [md.source for md in replies] == [expected.text]
+        assert "".join(app.updates) == expected.text
+        assert len(app.updates) > 1, "the reply arrived in one piece instead of streaming"
+        user_text = [str(w.render()) for w in app.query("Static.user")]
+        assert user_text == ["Tell me about the sea."]
+        stats = str(app.query("Static.stats").last().render())
+        assert stats.startswith(f"[{expected.tokens} tokens")
+        status = str(app.query_one("#status", Static).render())
+        assert "SmolLM2-135M-Instruct.Q4_1" in status and "tok/s" in status
+        assert f"ctx {core.ctx.n_cached}/{core.ctx.n_ctx}" in status
+
+
+@sync
+async def test_escape_stops_the_reply_and_the_ui_stays_usable(core) -> None:
+    core.sampling = replace(GREEDY, max_tokens=1000)  # the greedy story runs past 1000 tokens
+    app = RecordingApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "Write a long story about a dragon.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.updates) >= 2)
+        # typing while the model writes (Pilot waits ~2 s per key for an idle queue; a real
+        # terminal echoes at once, so one key is enough to prove the input is live)
+        await pilot.press("n")
+        assert app.query_one(ChatInput).text == "n" and app.generating
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.generating)
+        await pilot.pause()
+        last = core.turns[-1]
+        assert last.role == "assistant" and last.interrupted
+        assert 0 < last.reply.tokens < 1000
+        assert "interrupted" in str(app.query("Static.stats").last().render())
+        assert app.query("Markdown.assistant").last().source == last.text
+        assert app.query_one(ChatInput).text == "n"
+
+
+@sync
+async def test_completion_offers_help(core) -> None:
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/he")
+        await pilot.pause()
+        menu = app.query_one("#completions", OptionList)
+        assert menu.display
+        assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == ["/help"]
+        await pilot.press("tab")
+        assert app.query_one(ChatInput).text == "/help "
+        await pilot.pause()
+        # the next argument of /help is a command name: those are offered now
+        assert menu.display and menu.option_count == len(core.registry.commands)
+        await type_text(pilot, "se")
+        await pilot.pause()
+        assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == ["set"]
+
+
+@sync
+async def test_newline_key_and_enter_sends_commands(core) -> None:
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        chat_input = app.query_one(ChatInput)
+        await type_text(pilot, "a")
+        await pilot.press("ctrl+j")
+        await type_text(pilot, "b")
+        assert chat_input.text == "a\nb"
+        chat_input.clear()
+        await type_text(pilot, "/set top_k 3")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert core.sampling.top_k == 3 and chat_input.text == ""
+        notes = [str(w.render()) for w in app.query("Static.note")]
+        assert notes[-1] == "top_k = 3"
+
+
+@sync
+async def test_undo_redraws_and_errors_are_shown(core) -> None:
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "/undo")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert str(app.query("Static.error").last().render()) == (
+            "error: nothing to undo: the conversation is empty"
+        )
+        await type_text(pilot, "Hi")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.generating)
+        await type_text(pilot, "/undo")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert core.turns == [] and len(app.query(Markdown)) == 0
+
+
+@sync
+async def test_command_palette_runs_slash_commands(core) -> None:
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await type_text(pilot, "/clear")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        notes = [str(w.render()) for w in app.query("Static.note")]
+        assert notes[-1] == "conversation cleared"
+
+
+def test_main_screen_snapshot(snap_compare, core) -> None:
+    assert snap_compare(SteerApp(core), terminal_size=(80, 24))

@@ -1,0 +1,190 @@
+"""The conversation core with the real model: commands change what the next reply sees."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import ChatContext, Sampling
+from repl.core import REGISTRY, Core
+from tests.conftest import GREEDY
+
+
+def chat(core: Core, line: str) -> str:
+    outcome = core.submit(line)
+    assert outcome.generate, outcome
+    done = core.generate()
+    assert done.reply is not None, done.errors
+    return done.reply.text
+
+
+def test_message_then_reply_joins_the_transcript(core: Core) -> None:
+    text = chat(core, "Name three colors.")
+    assert [t.role for t in core.turns] == ["user", "assistant"]
+    assert core.turns[1].text == text and core.turns[1].sampling == GREEDY
+    assert core.turns[1].steering == []
+
+
+def test_regen_replaces_the_last_reply_with_the_same_greedy_text(core: Core) -> None:
+    first = chat(core, "Name three colors.")
+    outcome = core.submit("/regen")
+    assert outcome.generate and outcome.transcript_changed
+    assert [t.role for t in core.turns] == ["user"]
+    again = core.generate().reply.text
+    assert again == first and len(core.turns) == 2
+
+
+def test_undo_takes_back_the_exchange_and_the_next_reply_is_as_if_it_never_was(core, model) -> None:
+    chat(core, "Name three colors.")
+    chat(core, "Tell me a joke.")
+    assert core.submit("/undo").transcript_changed
+    assert [t.role for t in core.turns] == ["user", "assistant"]
+    after_undo = chat(core, "And three animals?")
+    fresh = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
+    chat(fresh, "Name three colors.")
+    assert chat(fresh, "And three animals?") == after_undo
+
+
+def test_undo_and_regen_on_empty_conversation_are_errors(core: Core) -> None:
+    assert core.submit("/undo").errors == ["nothing to undo: the conversation is empty"]
+    assert core.submit("/regen").errors[0].startswith("nothing to regenerate")
+
+
+def test_clear_forgets_the_conversation(core: Core, model) -> None:
+    chat(core, "My name is Ada.")
+    core.submit("/clear")
+    assert core.turns == []
+    cleared = chat(core, "Name three colors.")
+    fresh = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
+    assert chat(fresh, "Name three colors.") == cleared
+
+
+def test_system_prompt_is_used_and_can_be_removed(core: Core, model) -> None:
+    assert core.submit("/system You are a pirate. Always talk like a pirate.").info == [
+        "system prompt set"
+    ]
+    assert core.messages()[0] == {
+        "role": "system",
+        "content": "You are a pirate. Always talk like a pirate.",
+    }
+    pirate = chat(core, "Say hello.")
+    plain = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
+    assert chat(plain, "Say hello.") != pirate
+    core.submit("/system off")
+    assert core.system is None
+    assert "no system prompt" in core.submit("/system").info[0]
+
+
+def test_set_changes_sampling_and_validates(core: Core) -> None:
+    assert core.submit("/set temperature 0.5").info == ["temperature = 0.5"]
+    assert core.submit("/set top_k 7").info == ["top_k = 7"]
+    assert core.submit("/set seed 42").info == ["seed = 42"]
+    assert core.submit("/set seed random").info == ["seed = random"]
+    assert core.submit("/set max_tokens 9").info == ["max_tokens = 9"]
+    assert core.sampling == Sampling(0.5, GREEDY.top_p, 7, 9, None)
+    assert "top_p must be in (0, 1], not 0" in core.submit("/set top_p 0").errors[0]
+    assert "temperature must be a number" in core.submit("/set temperature hot").errors[0]
+    assert "missing value for seed" in core.submit("/set seed").errors[0]
+    assert (
+        "max_tokens must be below the context size"
+        in core.submit("/set max_tokens 99999").errors[0]
+    )
+    listing = core.submit("/set").info[0]
+    assert "temperature = 0.5" in listing and "seed = random" in listing
+
+
+def test_max_tokens_setting_applies_to_the_next_reply(core: Core) -> None:
+    core.submit("/set max_tokens 3")
+    core.submit("Write a long story.")
+    assert core.generate().reply.tokens == 3
+
+
+def test_context_full_takes_the_message_back(model) -> None:
+    small = Core(model, ChatContext(model, n_ctx=256), GREEDY)
+    small.submit("word " * 400)
+    outcome = small.generate()
+    assert outcome.reply is None and small.turns == []
+    assert "context full" in outcome.errors[0] and "/clear" in outcome.errors[0]
+
+
+def test_help_lists_every_command_and_explains_one(core: Core) -> None:
+    listing = core.submit("/help").info[0]
+    for name in REGISTRY.commands:
+        assert f"/{name}" in listing
+    assert "Esc" in listing
+    assert core.submit("/help /set").info[0].startswith("/set [key] [value]")
+
+
+def test_slash_slash_sends_a_message_starting_with_slash(core: Core) -> None:
+    assert core.submit("//etc/passwd is a file").generate
+    assert core.turns[-1].text == "/etc/passwd is a file"
+
+
+def test_quit(core: Core) -> None:
+    assert core.submit("/quit").quit
+
+
+def test_interrupted_reply_is_kept_and_marked(core: Core) -> None:
+    cancel = threading.Event()
+    core.submit("/set max_tokens 200")
+    core.submit("Write a long story about a dragon.")
+    pieces: list[str] = []
+
+    def stop_early(text: str) -> None:
+        pieces.append(text)
+        if len(pieces) == 3:
+            cancel.set()
+
+    reply = core.generate(stop_early, cancel).reply
+    assert reply.interrupted and core.turns[-1].interrupted
+    assert core.turns[-1].text == "".join(pieces)
+    assert chat(core, "Thanks.")  # the conversation goes on
+
+
+WORDS = st.sampled_from(
+    [
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "seed",
+        "random",
+        "off",
+        "0",
+        "-1",
+        "1e9",
+        "nan",
+        "inf",
+        "0.5",
+        '"',
+        "'",
+        "\\",
+        "/",
+        "--x",
+        "set",
+        "help",
+    ]
+)
+LINES = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        lambda name, rest: f"/{name} {rest}",
+        st.sampled_from(sorted(REGISTRY.commands) + ["sett", "x", ""]),
+        st.lists(st.one_of(WORDS, st.text(max_size=3)), max_size=6).map(" ".join),
+    ),
+)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(line=LINES)
+def test_no_input_line_raises(core: Core, line: str) -> None:
+    outcome = core.submit(line)
+    for message in outcome.errors:
+        assert message and "\n" not in message and "Traceback" not in message
+    core.complete(line)
+    # keep the transcript valid for the next example
+    core.turns.clear()
