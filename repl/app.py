@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Footer, Markdown, OptionList, Static, TextArea
+from textual.widgets import Footer, Markdown, OptionList, ProgressBar, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
@@ -71,6 +71,19 @@ class TokenBatcher:
         if self._parts:
             self._post(Token("".join(self._parts)))
             self._parts.clear()
+
+
+class JobProgress(Message):
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__()
+        self.done = done
+        self.total = total
+
+
+class JobDone(Message):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__()
+        self.outcome = outcome
 
 
 class ChatInput(TextArea):
@@ -169,10 +182,11 @@ class SteerApp(App):
         super().__init__()
         self.core = core
         self.cancel = threading.Event()
-        self.generating = False
+        self.busy = False
         self._stream: MarkdownStream | None = None
         self._live: Markdown | None = None
         self._completion_start = 0
+        self._job_start = 0.0
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
@@ -229,8 +243,8 @@ class SteerApp(App):
     def submitted(self, event: ChatInput.Submitted) -> None:
         if not event.text.strip():
             return
-        if self.generating:
-            self.notify("A reply is being written: wait, or press Esc to stop it.")
+        if self.busy:
+            self.notify("steer is busy: wait, or press Esc to stop it.")
             return
         chat_input = self.query_one(ChatInput)
         chat_input.clear()
@@ -245,8 +259,11 @@ class SteerApp(App):
         elif len(self.core.turns) > before:
             self.draw_turn(self.core.turns[-1])
         self.show(outcome)
+        self.refresh_status()
         if outcome.quit:
             self.exit()
+        elif outcome.job is not None:
+            self.start_job(outcome)
         elif outcome.generate:
             self.start_reply()
 
@@ -257,7 +274,7 @@ class SteerApp(App):
             chat_input.text = f"/{name} "
             chat_input.move_cursor(chat_input.document.end)
             chat_input.focus()
-        elif not self.generating:
+        elif not self.busy:
             self.run_line(f"/{name}")
 
     # -- completion -----------------------------------------------------------------------------
@@ -308,7 +325,7 @@ class SteerApp(App):
     # -- generation -----------------------------------------------------------------------------
 
     def start_reply(self) -> None:
-        self.generating = True
+        self.busy = True
         self.cancel.clear()
         self._live = Markdown("", classes="assistant")
         self.query_one("#transcript").mount(self._live)
@@ -342,11 +359,46 @@ class SteerApp(App):
             self.redraw()
         self._live = None
         self.show(outcome)
-        self.generating = False
+        self.busy = False
+        self.refresh_status()
+
+    # -- long jobs (/contrast) --------------------------------------------------------------------
+
+    def start_job(self, outcome: Outcome) -> None:
+        self.busy = True
+        self.cancel.clear()
+        self._job_start = time.monotonic()
+        bar = ProgressBar(total=outcome.job_total or None, show_eta=False, id="job-bar")
+        label = Static(f"{outcome.job_label}… (Esc cancels)", id="job-label", classes="note")
+        transcript = self.query_one("#transcript")
+        transcript.mount(label)
+        transcript.mount(bar)
+        self.run_job(outcome)
+
+    @work(thread=True, exclusive=True, group="job")
+    def run_job(self, outcome: Outcome) -> None:
+        result = self.core.run_job(
+            outcome, lambda done, total: self.post_message(JobProgress(done, total)), self.cancel
+        )
+        self.post_message(JobDone(result))
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        self.query_one("#job-bar", ProgressBar).update(total=message.total, progress=message.done)
+        spent = time.monotonic() - self._job_start
+        left = spent / message.done * (message.total - message.done) if message.done else 0
+        self.query_one("#job-label", Static).update(
+            f"capturing {message.done}/{message.total} prompts · ~{left:.0f}s left (Esc cancels)"
+        )
+
+    async def on_job_done(self, message: JobDone) -> None:
+        for widget_id in ("#job-bar", "#job-label"):
+            await self.query_one(widget_id).remove()
+        self.show(message.outcome)
+        self.busy = False
         self.refresh_status()
 
     def action_stop(self) -> None:
         if self.query_one("#completions").display:
             self.hide_completions()
-        elif self.generating:
+        elif self.busy:
             self.cancel.set()

@@ -20,10 +20,15 @@ A message that starts with '/' is typed as '//...'."""
 )
 def cmd_help(core: Core, args: dict[str, Any]) -> Outcome:
     name = args["command"]
-    if name:
-        return Outcome.say(core.registry.commands[name].help)
-    width = max(len(c.usage) for c in core.registry.commands.values())
-    lines = [f"{c.usage:<{width}}  {c.summary}" for _, c in sorted(core.registry.commands.items())]
+    registry = core.registry
+    if name in registry.commands:
+        return Outcome.say(registry.commands[name].help)
+    if name:  # a group such as 'vector'
+        return Outcome.say(
+            "\n\n".join(registry.commands[f"{name} {s}"].help for s in registry.subcommands(name))
+        )
+    width = max(len(c.usage) for c in registry.commands.values())
+    lines = [f"{c.usage:<{width}}  {c.summary}" for _, c in sorted(registry.commands.items())]
     return Outcome.say("\n".join([*lines, "", KEYS_HELP]))
 
 

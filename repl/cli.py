@@ -7,7 +7,7 @@ import sys
 
 from engine.chat import Sampling
 
-SUBCOMMANDS = ("chat",)
+SUBCOMMANDS = ("chat", "vector")
 
 
 def _positive_int(raw: str) -> int:
@@ -111,7 +111,93 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)"
     )
+    _vector_parsers(sub)
     return parser
+
+
+def _vector_parsers(sub) -> None:
+    vector = sub.add_parser(
+        "vector",
+        help="build or inspect steering vectors without the chat",
+        description="Build or inspect steering vectors headlessly.",
+    )
+    vsub = vector.add_subparsers(dest="vector_command", metavar="ACTION", required=True)
+    build = vsub.add_parser(
+        "build",
+        help="build a vector by contrast and save it",
+        description="Build a vector as /contrast does and save it (to the user library, or --out).",
+    )
+    build.add_argument("name", help="the vector's name (letters, digits, _)")
+    build.add_argument("--positive", metavar="TEXT", help="instruction to steer towards")
+    build.add_argument("--negative", metavar="TEXT", help="instruction to steer away from")
+    build.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="prompt pairs file (JSONL or TSV), or positive prompts beside --negative-file",
+    )
+    build.add_argument("--negative-file", metavar="FILE", help="negative prompts, one per line")
+    build.add_argument("--method", choices=("mean", "pca"), default="mean")
+    build.add_argument(
+        "--n", type=_positive_int, metavar="N", help="built-in neutral prompts to use (default 24)"
+    )
+    build.add_argument(
+        "--last",
+        type=_positive_int,
+        metavar="K",
+        help="average the last K prompt tokens (default 1)",
+    )
+    build.add_argument("--raw", action="store_true", help="pair prompts verbatim, no chat template")
+    build.add_argument("--out", metavar="PATH", help="file or folder to save to")
+    build.add_argument("--model", metavar="PATH", help="GGUF model (default: the bundled one)")
+    show = vsub.add_parser("show", help="per-block chart and provenance of a vector file")
+    show.add_argument("file", help="a control-vector .gguf file")
+
+
+def run_vector(args: argparse.Namespace) -> int:
+    if args.vector_command == "show":
+        from repl.steer_commands import describe_vector
+        from vectors import VectorFileError, load_vector
+
+        try:
+            print(describe_vector(load_vector(args.file)))
+        except VectorFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return _build_vector(args)
+
+
+def _build_vector(args: argparse.Namespace) -> int:
+    import shlex
+
+    from repl.plain import PlainRepl
+
+    args.ctx, args.threads, args.system = 512, None, None
+    args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed = 0, 1, 0, 1, None
+    try:
+        core = _load(args)
+    except Exception as exc:  # ModelLoadError, EngineError: already one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    words = ["/contrast", args.name]
+    if args.positive is not None or args.negative is not None:
+        words += [args.positive or "", args.negative or ""]
+    for flag, value in (
+        ("--pairs", args.pairs),
+        ("--negative-file", args.negative_file),
+        ("--method", args.method),
+        ("--n", args.n),
+        ("--last", args.last),
+    ):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.raw:
+        words += ["--raw", "yes"]
+    repl = PlainRepl(core, interactive=sys.stderr.isatty())
+    repl.handle(shlex.join(words))
+    if not repl.errors_shown:
+        repl.handle(shlex.join(["/vector", "save", args.name] + ([args.out] if args.out else [])))
+    return 1 if repl.errors_shown else 0
 
 
 def _normalise(argv: list[str]) -> list[str]:
@@ -164,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
     if args.command == "chat":
         return run_chat(args)
+    if args.command == "vector":
+        return run_vector(args)
     return 2
 
 

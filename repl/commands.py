@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import math
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class Outcome:
     transcript_changed: bool = False  # the visible transcript must be redrawn
     quit: bool = False
     reply: Any = None  # the engine's Reply, when a reply was made
+    # long work for the front end to run off the UI thread: job(on_progress, cancel) -> Outcome
+    job: Callable[[Callable[[int, int], None], Any], Outcome] | None = None
+    job_label: str = ""
+    job_total: int = 0
 
     @classmethod
     def error(cls, message: str) -> Outcome:
@@ -70,15 +75,20 @@ class Command:
     args: tuple[Arg, ...] = ()
     details: str = ""
     completers: dict[str, Completer] = field(default_factory=dict)
+    options: tuple[Arg, ...] = ()  # named '--x VALUE' arguments, each optional
 
     @property
     def usage(self) -> str:
-        return " ".join([f"/{self.name}", *(a.label for a in self.args)])
+        opts = [f"[{o.name} {o.name[2:].upper()}]" for o in self.options]
+        return " ".join([f"/{self.name}", *(a.label for a in self.args), *opts])
+
+    def option(self, word: str) -> Arg | None:
+        return next((o for o in self.options if o.name == word), None)
 
     @property
     def help(self) -> str:
         lines = [f"{self.usage} — {self.summary}"]
-        lines += [f"  {a.name}: {a.help}" for a in self.args if a.help]
+        lines += [f"  {a.name}: {a.help}" for a in (*self.args, *self.options) if a.help]
         if self.details:
             lines.append(self.details)
         return "\n".join(lines)
@@ -122,17 +132,21 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
             raise UsageError(f"{arg.name} must be a whole number, not {word!r}") from None
     if arg.kind == "float":
         try:
-            return float(word)
+            value = float(word)
         except ValueError:
             raise UsageError(f"{arg.name} must be a number, not {word!r}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{arg.name} must be a finite number, not {word!r}")
+        return value
     if arg.kind == "choice" and word not in arg.choices:
         hint = _closest(word, arg.choices)
         more = f" (did you mean {hint}?)" if hint else ""
         raise UsageError(f"{arg.name} must be one of {', '.join(arg.choices)}, not {word!r}{more}")
     if arg.kind == "command":
         name = word.lstrip("/")
-        if name not in registry.commands:
-            raise UsageError(f"no command /{name}")
+        if name not in registry.commands and not registry.subcommands(name):
+            hint = registry.suggest(name)
+            raise UsageError(f"no command /{name}" + (f" (did you mean /{hint}?)" if hint else ""))
         return name
     return word
 
@@ -154,33 +168,64 @@ class Registry:
         self.commands[command.name] = command
         return command
 
-    def command(self, name: str, summary: str, *args: Arg, details: str = "", **completers):
-        """Decorator form of `add`, used where handlers are defined."""
+    def command(
+        self,
+        name: str,
+        summary: str,
+        /,
+        *args: Arg,
+        details: str = "",
+        options: tuple[Arg, ...] = (),
+        **completers: Completer,
+    ):
+        """Decorator form of `add`, used where handlers are defined.
+
+        Completers are keyed by argument name; an option's completer by its '--name'
+        (pass it as completers={"--name": fn} through `add` when the name is not an identifier).
+        """
 
         def wrap(fn: Handler) -> Handler:
-            self.add(Command(name, summary, fn, tuple(args), details, dict(completers)))
+            self.add(Command(name, summary, fn, tuple(args), details, dict(completers), options))
             return fn
 
         return wrap
 
     def names(self) -> list[str]:
-        return sorted(self.commands)
+        """Top-level names: plain commands and command groups ('vector' for '/vector save')."""
+        return sorted({n.split(" ")[0] for n in self.commands})
+
+    def subcommands(self, group: str) -> list[str]:
+        return sorted(n.split(" ", 1)[1] for n in self.commands if n.startswith(group + " "))
 
     def suggest(self, name: str) -> str | None:
         return _closest(name, self.names())
+
+    def _resolve(self, body: str) -> tuple[str, str]:
+        """Split 'name [sub] rest' into the registered command name and its argument text."""
+        name, _, rest = body.partition(" ")
+        name = name.strip()
+        if name in self.commands:
+            return name, rest
+        subs = self.subcommands(name)
+        if not subs:
+            hint = self.suggest(name)
+            more = f"; did you mean /{hint}?" if hint else "; /help lists commands"
+            raise UsageError(f"unknown command /{name}{more}")
+        sub, _, rest = rest.strip().partition(" ")
+        if not sub:
+            raise UsageError(f"/{name} needs a subcommand: {', '.join(subs)}")
+        if sub not in subs:
+            hint = _closest(sub, subs)
+            more = f"; did you mean /{name} {hint}?" if hint else f"; try {', '.join(subs)}"
+            raise UsageError(f"unknown subcommand /{name} {sub}{more}")
+        return f"{name} {sub}", rest
 
     # -- parsing ------------------------------------------------------------------------------
 
     def parse(self, line: str) -> tuple[Command, dict[str, Any]]:
         """Split '/name args...' into the command and its converted arguments."""
-        body = line.strip()[1:]
-        name, _, rest = body.partition(" ")
-        name = name.strip()
-        cmd = self.commands.get(name)
-        if cmd is None:
-            hint = self.suggest(name)
-            more = f"; did you mean /{hint}?" if hint else "; /help lists commands"
-            raise UsageError(f"unknown command /{name}{more}")
+        name, rest = self._resolve(line.strip()[1:])
+        cmd = self.commands[name]
         try:
             return cmd, self._bind(cmd, rest)
         except UsageError as exc:
@@ -191,6 +236,8 @@ class Registry:
         args = list(cmd.args)
         text_arg = args.pop() if args and args[-1].kind == "text" else None
         words = _words_with_ends(rest, len(args) if text_arg else None)
+        if cmd.options:
+            words = self._take_options(cmd, words, values)
         if text_arg is None and len(words) > len(args):
             extra = " ".join(w for w, _ in words[len(args) :])
             raise UsageError(f"unexpected argument {extra!r}")
@@ -209,6 +256,30 @@ class Registry:
                 raise UsageError(f"missing {text_arg.name}")
             values[text_arg.name] = text or None
         return values
+
+    def _take_options(self, cmd: Command, words, values: dict[str, Any]):
+        """Bind '--name VALUE' pairs anywhere in the line; return the positional words."""
+        for opt in cmd.options:
+            values[opt.name[2:].replace("-", "_")] = None
+        positional = []
+        i = 0
+        while i < len(words):
+            word = words[i][0]
+            if word.startswith("--") and len(word) > 2:
+                opt = cmd.option(word)
+                if opt is None:
+                    hint = _closest(word, [o.name for o in cmd.options])
+                    raise UsageError(
+                        f"unknown option {word}" + (f" (did you mean {hint}?)" if hint else "")
+                    )
+                if i + 1 >= len(words):
+                    raise UsageError(f"{word} needs a value")
+                values[word[2:].replace("-", "_")] = _convert(opt, words[i + 1][0], self)
+                i += 2
+                continue
+            positional.append(words[i])
+            i += 1
+        return positional
 
     def dispatch(self, core: Any, line: str) -> Outcome:
         """Run one slash-command line; never raises for anything the user typed."""
@@ -231,6 +302,12 @@ class Registry:
             prefix = text[1:]
             return 0, [f"/{n}" for n in self.names() if n.startswith(prefix)]
         name, _, rest = text[1:].partition(" ")
+        if name not in self.commands and self.subcommands(name):
+            if " " not in rest:
+                subs = self.subcommands(name)
+                return len(text) - len(rest), [s for s in subs if s.startswith(rest)]
+            sub, _, rest = rest.partition(" ")
+            name = f"{name} {sub}"
         cmd = self.commands.get(name)
         if cmd is None:
             return len(text), []
@@ -239,7 +316,10 @@ class Registry:
         except UsageError:
             return len(text), []
         current = (words.pop() if words else "") if rest and not rest[-1].isspace() else ""
-        index = len(words)
+        start = len(text) - len(current)
+        if current.startswith("--") or (words and cmd.option(words[-1])):
+            return start, self._complete_option(cmd, core, words, current)
+        index = len([w for i, w in enumerate(words) if not self._is_option_word(cmd, words, i)])
         if index >= len(cmd.args):
             return len(text), []
         arg = cmd.args[index]
@@ -251,5 +331,22 @@ class Registry:
             options = self.names()
         else:
             options = []
-        start = len(text) - len(current)
         return start, [o for o in options if o.startswith(current)]
+
+    @staticmethod
+    def _is_option_word(cmd: Command, words: list[str], i: int) -> bool:
+        return cmd.option(words[i]) is not None or (i > 0 and cmd.option(words[i - 1]) is not None)
+
+    def _complete_option(
+        self, cmd: Command, core: Any, words: list[str], current: str
+    ) -> list[str]:
+        if current.startswith("--"):
+            return [o.name for o in cmd.options if o.name.startswith(current)]
+        opt = cmd.option(words[-1])
+        if opt is None:
+            return []
+        if opt.name in cmd.completers:
+            options = cmd.completers[opt.name](core, current)
+        else:
+            options = list(opt.choices)
+        return [o for o in options if o.startswith(current)]

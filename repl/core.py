@@ -14,6 +14,7 @@ from typing import Any
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
 from engine.model import Model
 from repl.commands import Outcome, Registry
+from repl.steering import Steering
 
 REGISTRY = Registry()
 
@@ -51,6 +52,7 @@ class Core:
         self.system = system
         self.turns: list[Turn] = []
         self.last_reply: Reply | None = None
+        self.steering = Steering(model)
         self._lock = threading.Lock()
 
     # -- what the model sees ----------------------------------------------------------------
@@ -61,11 +63,14 @@ class Core:
         return msgs
 
     def active_steering(self) -> list[dict[str, Any]]:
-        """The steering the next reply is made under (none until vectors exist)."""
-        return []
+        """The steering the next reply is made under: name, strength, layers [a, b]."""
+        return self.steering.describe()
 
     def steering_summary(self) -> str:
-        return ", ".join(f"{s['name']}×{s['strength']:g}" for s in self.active_steering())
+        return ", ".join(
+            f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
+            for s in self.active_steering()
+        )
 
     def status(self) -> dict[str, Any]:
         rate = self.last_reply.tokens_per_s if self.last_reply else None
@@ -111,6 +116,7 @@ class Core:
             if not self.turns or self.turns[-1].role != "user":
                 return Outcome.error("nothing to reply to: send a message first")
             try:
+                self.ctx.set_control(self.steering.buffer())
                 reply = self.ctx.generate(self.messages(), self.sampling, on_token, cancel)
             except (ContextFullError, EngineError) as exc:
                 self.turns.pop()
@@ -125,6 +131,13 @@ class Core:
                     "use /undo or /clear to make room"
                 )
             return out
+
+    def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
+        """Run a command's long job (see Outcome.job); failures come back as one-line errors."""
+        try:
+            return outcome.job(on_progress, cancel)
+        except (ValueError, OSError, RuntimeError) as exc:
+            return Outcome.error(f"{outcome.job_label} failed: {exc}")
 
     # -- state changes used by commands ---------------------------------------------------------
 
@@ -141,4 +154,4 @@ class Core:
 
 
 # Importing the command modules registers their commands in REGISTRY.
-from repl import chat_commands  # noqa: E402,F401
+from repl import chat_commands, steer_commands  # noqa: E402,F401

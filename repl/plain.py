@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -74,6 +75,7 @@ class PlainRepl:
         self.interactive = interactive
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.errors_shown = 0
 
     def emit(self, event: dict) -> None:
         self.out.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -85,6 +87,7 @@ class PlainRepl:
                 self.emit({"type": "info", "message": message})
             else:
                 self.out.write(message + "\n")
+        self.errors_shown += len(outcome.errors)
         for message in outcome.errors:
             if self.jsonl:
                 self.emit({"type": "error", "message": message})
@@ -97,9 +100,33 @@ class PlainRepl:
         """Process one input line; False when the user asked to quit."""
         outcome = self.core.submit(line)
         self.show(outcome)
+        if outcome.job is not None:
+            self.run_job(outcome)
         if outcome.generate:
             self.reply()
         return not outcome.quit
+
+    def run_job(self, outcome: Outcome) -> None:
+        cancel = threading.Event()
+        progress = self._progress(outcome.job_label) if self.interactive else None
+        with sigint_cancels(cancel):
+            result = self.core.run_job(outcome, progress, cancel)
+        if progress is not None:
+            self.err.write("\r\033[K")
+        self.show(result)
+
+    def _progress(self, label: str):
+        start = time.monotonic()
+
+        def show(done: int, total: int) -> None:
+            spent = time.monotonic() - start
+            left = spent / done * (total - done) if done else 0.0
+            self.err.write(
+                f"\r\033[K{label}: {done}/{total} prompts, ~{left:.0f}s left (Ctrl+C stops)"
+            )
+            self.err.flush()
+
+        return show
 
     def reply(self) -> None:
         cancel = threading.Event()

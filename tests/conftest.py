@@ -14,6 +14,7 @@ os.environ.setdefault("STEER_DATA_DIR", tempfile.mkdtemp(prefix="steer-test-data
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
+from repl.steering import Steering, instruction_pairs  # noqa: E402
 
 GREEDY = Sampling(temperature=0.0, max_tokens=48)
 STEER = [sys.executable, "-m", "repl.cli"]
@@ -35,6 +36,29 @@ def ctx(model: Model) -> ChatContext:
 @pytest.fixture
 def core(model: Model, ctx: ChatContext) -> Core:
     return Core(model, ctx, GREEDY)
+
+
+TERSE = "Respond tersely, in one short sentence."
+VERBOSE = "Respond in great detail, at length."
+
+
+@pytest.fixture(scope="session")
+def steering(model: Model) -> Steering:
+    s = Steering(model)
+    s.contrast(
+        "terse",
+        instruction_pairs(TERSE, VERBOSE, 24),
+        method="mean",
+        chat_format=True,
+        last_k=1,
+        provenance={"positive": TERSE, "negative": VERBOSE},
+    )
+    return s
+
+
+@pytest.fixture(scope="session")
+def terse(steering: Steering):
+    return steering.vectors["terse"]
 
 
 def user(text: str) -> list[dict[str, str]]:

@@ -60,7 +60,7 @@ async def test_message_streams_a_reply(model, core) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await type_text(pilot, "Tell me about the sea.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.generating)
+        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.busy)
         await pilot.pause()
         replies = app.query("Markdown.assistant")
         assert [md.source for md in replies] == [expected.text]
@@ -86,9 +86,9 @@ async def test_escape_stops_the_reply_and_the_ui_stays_usable(core) -> None:
         # typing while the model writes (Pilot waits ~2 s per key for an idle queue; a real
         # terminal echoes at once, so one key is enough to prove the input is live)
         await pilot.press("n")
-        assert app.query_one(ChatInput).text == "n" and app.generating
+        assert app.query_one(ChatInput).text == "n" and app.busy
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not app.busy)
         await pilot.pause()
         last = core.turns[-1]
         assert last.role == "assistant" and last.interrupted
@@ -111,7 +111,7 @@ async def test_completion_offers_help(core) -> None:
         assert app.query_one(ChatInput).text == "/help "
         await pilot.pause()
         # the next argument of /help is a command name: those are offered now
-        assert menu.display and menu.option_count == len(core.registry.commands)
+        assert menu.display and menu.option_count == len(core.registry.names())
         await type_text(pilot, "se")
         await pilot.pause()
         assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == ["set"]
@@ -147,7 +147,7 @@ async def test_undo_redraws_and_errors_are_shown(core) -> None:
         )
         await type_text(pilot, "Hi")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.generating)
+        await wait_for(pilot, lambda: len(core.turns) == 2 and not app.busy)
         await type_text(pilot, "/undo")
         await pilot.press("enter")
         await pilot.pause()
@@ -170,3 +170,39 @@ async def test_command_palette_runs_slash_commands(core) -> None:
 
 def test_main_screen_snapshot(snap_compare, core) -> None:
     assert snap_compare(SteerApp(core), terminal_size=(80, 24))
+
+
+@sync
+async def test_contrast_shows_progress_and_esc_cancels(core) -> None:
+    app = SteerApp(core)
+    line = '/contrast slow "Be brief." "Be long." --n 40'
+    async with app.run_test(size=SIZE) as pilot:
+        core_submit = core.submit
+        outcome = core_submit(line)
+        app.start_job(outcome)
+        await wait_for(pilot, lambda: app.query_one("#job-bar").progress >= 16)
+        label = str(app.query_one("#job-label").render())
+        assert label.startswith("capturing ") and "/80 prompts" in label and "Esc" in label
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.busy)
+        await pilot.pause()
+        notes = [str(w.render()) for w in app.query("Static.note")]
+        assert notes[-1] == "error: /contrast slow cancelled; nothing was built"
+        assert "slow" not in core.steering.vectors
+        assert len(app.query("#job-bar")) == 0
+
+
+@sync
+async def test_contrast_then_steer_shows_in_the_status_bar(core) -> None:
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, '/contrast t "Be brief." "Be long." --n 3')
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "t" in core.steering.vectors and not app.busy)
+        await pilot.pause()
+        notes = [str(w.render()) for w in app.query("Static.note")]
+        assert any(n.startswith("apply it: /steer t 1 --layers") for n in notes)
+        await type_text(pilot, "/steer t 0.5 --layers 9-13")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "steering: t +0.5 @9-13" in str(app.query_one("#status").render())

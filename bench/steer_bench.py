@@ -1,0 +1,99 @@
+"""Steering benchmarks: steered vs unsteered decode, capture throughput, time to build a vector.
+
+Ratios are paired within one run (ABBA order) because these machines are noisy.
+Run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import ChatContext, Model, Sampling  # noqa: E402
+from engine.capture import Probe  # noqa: E402
+from repl.steering import Steering, instruction_pairs  # noqa: E402
+from vectors import compose, neutral_prompts  # noqa: E402
+
+TERSE = "Respond tersely, in one short sentence."
+VERBOSE = "Respond in great detail, at length."
+STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
+
+
+def build_time(model: Model) -> Steering:
+    steering = Steering(model)
+    steering.probe()  # context creation is not part of building
+    steering.model_sha256()
+    start = time.perf_counter()
+    steering.contrast("terse", instruction_pairs(TERSE, VERBOSE, 24), method="mean",
+                      chat_format=True, last_k=1, provenance={})
+    spent = time.perf_counter() - start
+    vec = steering.vectors["terse"]
+    print(f"build a vector from 24 pairs (48 prompts captured + maths): {spent:6.2f} s; "
+          f"recommended {vec.recommended_strength:g} on blocks {vec.recommended_range}")
+    return steering
+
+
+def capture_throughput(model: Model, rounds: int) -> None:
+    probe = Probe(model)
+    prompts = [model.chat_tokens([{"role": "user", "content": f"{q} {TERSE}"}])
+               for q in neutral_prompts()[:48]]
+    batched, single = [], []
+    for i in range(rounds):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for batch in order:
+            start = time.perf_counter()
+            probe.capture(prompts, batch=batch)
+            rate = len(prompts) / (time.perf_counter() - start)
+            (batched if batch else single).append(rate)
+    b, s = statistics.median(batched), statistics.median(single)
+    print(f"capture, 48 prompts (~{sum(map(len, prompts)) // 48} tokens each), median of {rounds}:")
+    print(f"  batched ({probe.n_batch}-token batches) : {b:6.2f} prompts/s")
+    print(f"  one prompt per decode         : {s:6.2f} prompts/s")
+    print(f"  batched / single              : {b / s:6.2f}")
+    probe.close()
+
+
+def steered_decode(model: Model, steering: Steering, rounds: int, n_tokens: int) -> None:
+    vec = steering.vectors["terse"]
+    # a weak setting keeps the story long; the cost of steering does not depend on the values
+    buffer = compose([(vec, 0.1, vec.recommended_range)], model.n_layer, model.n_embd)
+    sampling = Sampling(temperature=0, max_tokens=n_tokens)
+
+    def rate(buf) -> float:
+        ctx = ChatContext(model, n_ctx=2048)
+        ctx.set_control(buf)
+        reply = ctx.generate(STORY, sampling)
+        ctx.close()
+        assert reply.tokens == n_tokens, reply.finish_reason
+        return reply.tokens_per_s
+
+    plain, steered, ratios = [], [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            p, s = rate(None), rate(buffer)
+        else:
+            s, p = rate(buffer), rate(None)
+        plain.append(p)
+        steered.append(s)
+        ratios.append(s / p)
+    print(f"decode, {n_tokens} tokens, {rounds} paired rounds (ABBA):")
+    print(f"  unsteered : {statistics.median(plain):6.1f} tok/s")
+    print(f"  steered   : {statistics.median(steered):6.1f} tok/s")
+    print(f"  steered / unsteered : {statistics.median(ratios):.3f} (median of paired; "
+          f"min {min(ratios):.3f}, max {max(ratios):.3f})")
+
+
+def main() -> None:
+    model = Model()
+    print(f"model: {model.name}")
+    steering = build_time(model)
+    capture_throughput(model, 3)
+    steered_decode(model, steering, 8, 256)
+
+
+if __name__ == "__main__":
+    main()

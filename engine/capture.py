@@ -1,0 +1,194 @@
+"""Read the residual stream (every block's output, `l_out-N`) for a batch of prompts.
+
+Capture runs on a separate probe context made from the already loaded weights, and only the
+probe has an eval callback: chat decoding never pays a Python call per graph node. Several
+prompts go through one `llama_decode` as separate sequences.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from engine.model import Model
+
+_ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+_ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
+_ggml.ggml_get_name.restype = ctypes.c_char_p
+_ggml.ggml_backend_tensor_get.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_size_t,
+]
+_ggml.ggml_backend_tensor_get.restype = None
+GGML_TYPE_F32 = 0
+
+
+class _TensorHead(ctypes.Structure):
+    """The leading fields of `struct ggml_tensor` (see STEERING_NOTES.md)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int32),
+        ("buffer", ctypes.c_void_p),
+        ("ne", ctypes.c_int64 * 4),
+        ("nb", ctypes.c_size_t * 4),
+    ]
+
+
+class CaptureCancelled(Exception):
+    """Capture was cancelled between two decodes; nothing partial is returned."""
+
+
+Progress = Callable[[int, int], None]
+
+
+class Probe:
+    """A second context on the same weights, whose eval callback copies out `l_out-N`."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_batch: int = 256,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        max_seqs: int = 16,
+    ) -> None:
+        self.model = model
+        self.n_layer = model.n_layer
+        self.n_embd = model.n_embd
+        threads = n_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = max(n_ctx, n_batch)
+        # one ubatch per decode, so one callback pass sees every block once. Small batches:
+        # with unified KV, sequences sharing a batch attend over each other's (masked) cells.
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = max_seqs
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_eval)
+        params.cb_eval = self._callback
+        params.cb_eval_user_data = None
+        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise RuntimeError("llama.cpp could not create the probe context")
+        self.n_batch = llama_cpp.llama_n_batch(self._ptr)
+        self.max_seqs = max_seqs
+        self._mem = llama_cpp.llama_get_memory(self._ptr)
+        self._layers: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _on_eval(self, tensor: int, ask: bool, _user: object) -> bool:
+        name = _ggml.ggml_get_name(tensor)
+        if not name or not name.startswith(b"l_out-"):
+            return False
+        if ask:
+            return True
+        head = _TensorHead.from_address(tensor)
+        if head.type != GGML_TYPE_F32 or head.ne[0] != self.n_embd:
+            return True
+        rows = int(head.ne[1])
+        out = np.empty((rows, self.n_embd), dtype=np.float32)
+        _ggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
+        self._layers[int(name[6:])] = out
+        return True
+
+    def _groups(self, prompts: list[list[int]]) -> list[list[int]]:
+        """Indices of prompts that fit together in one decode."""
+        groups: list[list[int]] = [[]]
+        used = 0
+        for i, tokens in enumerate(prompts):
+            if len(tokens) > self.n_batch:
+                raise ValueError(
+                    f"prompt {i} is {len(tokens)} tokens; the probe takes {self.n_batch}"
+                )
+            if groups[-1] and (
+                used + len(tokens) > self.n_batch or len(groups[-1]) >= self.max_seqs
+            ):
+                groups.append([])
+                used = 0
+            groups[-1].append(i)
+            used += len(tokens)
+        return groups
+
+    def capture(
+        self,
+        prompts: list[list[int]],
+        *,
+        last_k: int = 1,
+        batch: bool = True,
+        on_progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
+        """Activations (n_prompts, n_layer, n_embd): each block's output, averaged over each
+        prompt's last `last_k` tokens. batch=False decodes one prompt at a time (for comparing).
+        """
+        if not prompts:
+            return np.zeros((0, self.n_layer, self.n_embd), dtype=np.float32)
+        out = np.zeros((len(prompts), self.n_layer, self.n_embd), dtype=np.float32)
+        groups = self._groups(prompts) if batch else [[i] for i in range(len(prompts))]
+        done = 0
+        with self._lock:
+            for group in groups:
+                if cancel is not None and cancel.is_set():
+                    raise CaptureCancelled("capture cancelled")
+                self._decode_group([prompts[i] for i in group], last_k, group, out)
+                done += len(group)
+                if on_progress is not None:
+                    on_progress(done, len(prompts))
+        return out
+
+    def _decode_group(self, group_prompts, last_k, group, out) -> None:
+        n_total = sum(len(p) for p in group_prompts)
+        batch = llama_cpp.llama_batch_init(n_total, 0, 1)
+        try:
+            wanted: list[tuple[int, int]] = []  # (batch row, index within group)
+            row = 0
+            for seq, tokens in enumerate(group_prompts):
+                k = max(1, min(last_k, len(tokens)))
+                for pos, token in enumerate(tokens):
+                    batch.token[row] = token
+                    batch.pos[row] = pos
+                    batch.n_seq_id[row] = 1
+                    batch.seq_id[row][0] = seq
+                    is_out = pos >= len(tokens) - k
+                    batch.logits[row] = is_out
+                    if is_out:
+                        wanted.append((row, seq))
+                    row += 1
+            batch.n_tokens = n_total
+            llama_cpp.llama_memory_clear(self._mem, True)
+            self._layers = {}
+            rc = llama_cpp.llama_decode(self._ptr, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc} during capture")
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        self._collect(wanted, n_total, group, out)
+
+    def _collect(self, wanted, n_total, group, out) -> None:
+        rows = np.array([r for r, _ in wanted])
+        seqs = np.array([s for _, s in wanted])
+        counts = np.bincount(seqs, minlength=len(group)).astype(np.float32)
+        for il in range(self.n_layer):
+            acts = self._layers.get(il)
+            if acts is None:
+                raise RuntimeError(f"block {il} output (l_out-{il}) was not seen during capture")
+            # the last block is computed only for output rows, in batch order
+            picked = acts[rows] if acts.shape[0] == n_total else acts[: len(wanted)]
+            sums = np.zeros((len(group), self.n_embd), dtype=np.float32)
+            np.add.at(sums, seqs, picked)
+            out[group, il] = sums / counts[:, None]
+
+    def close(self) -> None:
+        if self._ptr:
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None

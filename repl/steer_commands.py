@@ -1,0 +1,350 @@
+"""Steering commands: /contrast builds a vector, /steer applies it, /vector keeps it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from engine.capture import CaptureCancelled
+from repl.commands import Arg, Outcome, UsageError
+from repl.core import REGISTRY, Core
+from repl.steering import (
+    LOUD,
+    check_name,
+    instruction_pairs,
+    library_dir,
+    library_names,
+    provenance_for,
+)
+from vectors import SteeringVector, VectorFileError, load_pairs, mix, parse_range, save_vector
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    top = max(finite, default=0.0) or 1.0
+    return "".join(
+        BARS[max(0, min(8, round(8 * v / top)))] if math.isfinite(v) else "?" for v in values
+    )
+
+
+def loaded_names(core: Core, prefix: str = "") -> list[str]:
+    return sorted(core.steering.vectors)
+
+
+def active_names(core: Core, prefix: str = "") -> list[str]:
+    return ["off", *sorted(core.steering.vectors)]
+
+
+def vector_or_error(core: Core, name: str) -> SteeringVector:
+    vec = core.steering.vectors.get(name)
+    if vec is None:
+        known = ", ".join(sorted(core.steering.vectors)) or "none loaded"
+        raise UsageError(f"no vector named {name!r} (loaded: {known}); /vector load or /contrast")
+    return vec
+
+
+def suggestion(vec: SteeringVector) -> str:
+    a, b = vec.recommended_range or (1, vec.n_layer - 1)
+    strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
+    return f"/steer {vec.name} {strength:g} --layers {a}-{b}"
+
+
+def separation_report(vec: SteeringVector) -> list[str]:
+    """The per-block picture a user needs before trusting a contrast."""
+    effect = [float(x) for x in vec.meta.get("effect_size", [])]
+    accuracy = [float(x) for x in vec.meta.get("separation", [])]
+    lines = []
+    if effect:
+        a, b = vec.recommended_range or (1, vec.n_layer - 1)
+        marks = "".join("^" if a <= i <= b else " " for i in range(len(effect)))
+        lines += [
+            f"held-out effect size per block 0..{len(effect) - 1} (max {max(effect):.1f}):",
+            f"  {sparkline(effect)}",
+            f"  {marks}  recommended blocks {a}-{b}",
+        ]
+    if accuracy:
+        steerable = accuracy[1:]
+        lines.append(f"held-out pair accuracy: min {min(steerable):.2f}, max {max(steerable):.2f}")
+        if max(steerable) < 0.75:
+            lines.append(
+                "warning: this contrast barely separates the prompts; its vector may "
+                "do little. Try sharper instructions or more pairs."
+            )
+    return lines
+
+
+# -- /contrast ------------------------------------------------------------------------------------
+
+
+@REGISTRY.command(
+    "contrast",
+    "build a steering vector from contrasting prompts",
+    Arg("name", help="the new vector's name (letters, digits, _)"),
+    Arg("positive", optional=True, help="instruction for the side to steer towards (quote it)"),
+    Arg("negative", optional=True, help="instruction for the side to steer away from"),
+    options=(
+        Arg("--method", "choice", ("mean", "pca"), help="mean difference (default) or PCA"),
+        Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
+        Arg(
+            "--pairs",
+            help="file of prompt pairs (JSONL or TSV), or positive prompts with "
+            "--negative-file (cvector-generator style)",
+        ),
+        Arg("--negative-file", help="one negative prompt per line, beside --pairs"),
+        Arg("--last", "int", help="average the last K prompt tokens (default 1)"),
+        Arg(
+            "--raw",
+            "choice",
+            ("yes", "no"),
+            help="use pair prompts verbatim, without the chat template (default no)",
+        ),
+    ),
+    details='Example: /contrast terse "Respond tersely, in one short sentence." '
+    '"Respond in great detail, at length."',
+)
+def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
+    name = _name(args["name"])
+    positive, negative, source = args["positive"], args["negative"], args["pairs"]
+    if source is None and (positive is None or negative is None):
+        raise UsageError("give POSITIVE and NEGATIVE instructions, or --pairs FILE")
+    if source is not None and positive is not None:
+        raise UsageError("give either instructions or --pairs, not both")
+    if args["negative_file"] is not None and source is None:
+        raise UsageError("--negative-file goes with --pairs POSITIVE_FILE")
+    last_k = args["last"] or 1
+    if last_k < 1:
+        raise UsageError(f"--last must be at least 1, not {last_k}")
+    try:
+        if source is not None:
+            pairs = load_pairs(source, args["negative_file"])
+        else:
+            pairs = instruction_pairs(positive, negative, args["n"] or 24)
+    except (OSError, ValueError) as exc:
+        return Outcome.error(str(exc))
+    if len(pairs) < 2:
+        return Outcome.error(f"need at least 2 prompt pairs, got {len(pairs)}")
+    if name in core.steering.vectors:
+        return Outcome.error(
+            f"a vector named {name!r} is already loaded: give another name, "
+            f"or /vector rm {name} first"
+        )
+    method = args["method"] or "mean"
+    provenance = provenance_for(positive, negative, pairs, source)
+    chat_format = source is None or args["raw"] != "yes"
+
+    def job(on_progress, cancel) -> Outcome:
+        try:
+            vec = core.steering.contrast(
+                name,
+                pairs,
+                method=method,
+                chat_format=chat_format,
+                last_k=last_k,
+                provenance=provenance,
+                on_progress=on_progress,
+                cancel=cancel,
+            )
+        except CaptureCancelled:
+            return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+        head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
+        return Outcome(info=[head, *separation_report(vec), f"apply it: {suggestion(vec)}"])
+
+    return Outcome(
+        job=job, job_label=f"capturing activations for {name!r}", job_total=2 * len(pairs)
+    )
+
+
+def _name(raw: str) -> str:
+    try:
+        return check_name(raw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- /steer ----------------------------------------------------------------------------------------
+
+
+@REGISTRY.command(
+    "steer",
+    "list, apply, adjust or switch off steering vectors",
+    Arg("name", optional=True, help="a loaded vector, or 'off' to switch all off"),
+    Arg("strength", optional=True, help="a number (negative steers the other way) or 'off'"),
+    options=(Arg("--layers", help="blocks to steer, A-B (default: the vector's recommendation)"),),
+    details="Without a strength or range the vector's recommendations apply. Changes take "
+    "effect from the next reply; the conversation so far is re-read under the new steering.",
+    name=active_names,
+)
+def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
+    name, raw, layers_text = args["name"], args["strength"], args["layers"]
+    steering = core.steering
+    if name is None:
+        return Outcome.say(_steering_listing(core))
+    if name == "off":
+        if raw is not None or layers_text is not None:
+            raise UsageError("/steer off takes no strength or layers")
+        steering.active.clear()
+        return Outcome.say("steering off")
+    vector_or_error(core, name)
+    if raw == "off":
+        if steering.active.pop(name, None) is None:
+            return Outcome.error(f"{name!r} is not active")
+        return Outcome.say(f"{name} off")
+    strength = None
+    if raw is not None:
+        try:
+            strength = float(raw)
+        except ValueError:
+            raise UsageError(f"strength must be a number or 'off', not {raw!r}") from None
+        if not math.isfinite(strength):
+            raise UsageError(f"strength must be a finite number, not {raw!r}")
+    layers = None
+    if layers_text is not None:
+        try:
+            layers = parse_range(layers_text, core.model.n_layer)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    active = steering.activate(name, strength, layers)
+    out = Outcome.say(
+        f"steering: {name} {active.strength:g} on blocks "
+        f"{active.layers[0]}-{active.layers[1]} (from the next reply)"
+    )
+    if abs(active.strength) > LOUD and steering.vectors[name].strength_unit == "mean-diff":
+        out.info.append(
+            f"warning: strength {active.strength:g} is far beyond the measured "
+            "difference; expect broken text"
+        )
+    return out
+
+
+def _steering_listing(core: Core) -> str:
+    steering = core.steering
+    if not steering.vectors:
+        return "no vectors loaded: build one with /contrast or /vector load"
+    lines = []
+    for name, vec in sorted(steering.vectors.items()):
+        act = steering.active.get(name)
+        state = f"ON  {act.strength:+g} blocks {act.layers[0]}-{act.layers[1]}" if act else "off"
+        lines.append(f"{name:<16} {state:<26} unit {vec.strength_unit}")
+    return "\n".join(lines)
+
+
+# -- /vector ---------------------------------------------------------------------------------------
+
+
+@REGISTRY.command(
+    "vector save",
+    "save a vector as a llama.cpp control-vector file",
+    Arg("name", help="a loaded vector"),
+    Arg("path", optional=True, help="file or folder (default: the user library)"),
+    name=loaded_names,
+)
+def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
+    vec = vector_or_error(core, args["name"])
+    path = _target(args["path"], vec.name)
+    try:
+        save_vector(vec, path, core.model.metadata("general.architecture") or "")
+    except OSError as exc:
+        return Outcome.error(f"could not save {vec.name!r} to {path}: {exc.strerror or exc}")
+    vec.meta["saved_to"] = str(path)
+    return Outcome.say(f"saved {vec.name!r} to {path}")
+
+
+def _target(raw: str | None, name: str) -> Path:
+    if raw is None:
+        return library_dir() / f"{name}.gguf"
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        return path / f"{name}.gguf"
+    if not path.parent.exists():
+        raise UsageError(f"folder {path.parent} does not exist")
+    return path
+
+
+@REGISTRY.command(
+    "vector load",
+    "load a control-vector file (or a library name)",
+    Arg("path", help="a .gguf file, or the name of a vector in the user library"),
+    Arg("name", optional=True, help="the name to use (default: the file's)"),
+    path=lambda core, prefix: library_names(),
+)
+def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
+    try:
+        vec = core.steering.load(args["path"], args["name"])
+    except (VectorFileError, ValueError) as exc:
+        return Outcome.error(str(exc))
+    unit = "" if vec.strength_unit == "mean-diff" else " (raw units: strength scales the file)"
+    return Outcome(info=[f"loaded {vec.name!r}{unit}; apply it: {suggestion(vec)}"])
+
+
+@REGISTRY.command("vector list", "list loaded vectors and the user library")
+def cmd_vector_list(core: Core, args: dict[str, Any]) -> Outcome:
+    lines = [_steering_listing(core)]
+    lib = [n for n in library_names() if n not in core.steering.vectors]
+    lines.append(f"library ({library_dir()}): {', '.join(lib) if lib else 'nothing else'}")
+    return Outcome.say("\n".join(lines))
+
+
+@REGISTRY.command(
+    "vector show",
+    "per-block chart and provenance of a vector",
+    Arg("name", help="a loaded vector"),
+    name=loaded_names,
+)
+def cmd_vector_show(core: Core, args: dict[str, Any]) -> Outcome:
+    return Outcome.say(describe_vector(vector_or_error(core, args["name"])))
+
+
+def describe_vector(vec: SteeringVector) -> str:
+    norms = [float(x) for x in vec.norms()]
+    lines = [
+        f"{vec.name}: {vec.n_layer} blocks x {vec.n_embd}, unit {vec.strength_unit}",
+        f"norm per block 0..{vec.n_layer - 1} (max {max(norms):.1f}):",
+        f"  {sparkline(norms)}",
+        *separation_report(vec),
+        f"suggested: {suggestion(vec)}",
+    ]
+    skip = {"separation", "effect_size", "norms", "prompts"}
+    for key in sorted(k for k in vec.meta if k not in skip):
+        lines.append(f"  {key}: {vec.meta[key]}")
+    if "prompts" in vec.meta:
+        lines.append(f"  prompts: {len(vec.meta['prompts'])} neutral prompts")
+    return "\n".join(lines)
+
+
+@REGISTRY.command(
+    "vector rm",
+    "forget a vector (and delete it from the user library)",
+    Arg("name", help="a loaded or library vector"),
+    name=lambda core, prefix: sorted(set(core.steering.vectors) | set(library_names())),
+)
+def cmd_vector_rm(core: Core, args: dict[str, Any]) -> Outcome:
+    name = _name(args["name"])
+    in_session = core.steering.vectors.pop(name, None) is not None
+    core.steering.active.pop(name, None)
+    path = library_dir() / f"{name}.gguf"
+    in_library = path.is_file()
+    if in_library:
+        path.unlink()
+    if not (in_session or in_library):
+        return Outcome.error(f"no vector named {name!r} in the session or the library")
+    where = " and ".join(w for w, ok in (("session", in_session), ("library", in_library)) if ok)
+    return Outcome.say(f"removed {name!r} from the {where}")
+
+
+@REGISTRY.command(
+    "vector mix",
+    "make a new vector from a linear mix of loaded ones",
+    Arg("new", help="the new vector's name"),
+    Arg("expr", "text", help="e.g. terse*0.5 - formal"),
+)
+def cmd_vector_mix(core: Core, args: dict[str, Any]) -> Outcome:
+    name = _name(args["new"])
+    try:
+        vec = mix(args["expr"], core.steering.vectors, name)
+        core.steering.add(vec)
+    except ValueError as exc:
+        return Outcome.error(str(exc))
+    return Outcome.say(f"mixed {name!r} = {args['expr']}; apply it: {suggestion(vec)}")

@@ -1,0 +1,205 @@
+"""Steering state of a chat: loaded vectors, which are active, and building new ones.
+
+The maths lives in `vectors/` and the activations come from `engine/`; this module is the
+glue that turns prompts into activations and activations into a named vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.capture import Probe
+from engine.model import Model
+from repl.paths import data_dir
+from vectors import (
+    UNIT_MEAN_DIFF,
+    SteeringVector,
+    build_vector,
+    compose,
+    load_vector,
+    neutral_prompts,
+    pairs_sha256,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+LOUD = 3.0  # |strength| above this (mean-diff units) usually breaks the text
+
+
+def check_name(name: str) -> str:
+    """Vector names double as file names and as words in /vector mix expressions."""
+    if not NAME_RE.match(name):
+        raise ValueError(
+            f"vector name {name!r} must start with a letter or _ and hold only letters, "
+            "digits and _ (at most 64)"
+        )
+    return name
+
+
+def safe_name(raw: str) -> str:
+    """A usable name for a file whose own name is not one ('terse-v2' -> 'terse_v2')."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)[:64] or "vector"
+    return name if NAME_RE.match(name) else f"_{name}"[:64]
+
+
+def library_dir() -> Path:
+    path = data_dir() / "vectors"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def library_names() -> list[str]:
+    return sorted(p.stem for p in library_dir().glob("*.gguf") if NAME_RE.match(p.stem))
+
+
+@dataclass(frozen=True)
+class Active:
+    strength: float
+    layers: tuple[int, int]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Steering:
+    """The vectors a chat knows and the ones that shape its next reply."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.vectors: dict[str, SteeringVector] = {}
+        self.active: dict[str, Active] = {}
+        self._probe: Probe | None = None
+        self._model_sha256: str | None = None
+
+    # -- applying -------------------------------------------------------------------------------
+
+    def buffer(self) -> np.ndarray | None:
+        """The control-vector buffer for llama.cpp, or None when nothing is active."""
+        if not self.active:
+            return None
+        parts = [(self.vectors[n], a.strength, a.layers) for n, a in self.active.items()]
+        return compose(parts, self.model.n_layer, self.model.n_embd)
+
+    def describe(self) -> list[dict]:
+        return [
+            {"name": n, "strength": a.strength, "layers": list(a.layers)}
+            for n, a in self.active.items()
+        ]
+
+    def activate(self, name: str, strength: float | None, layers: tuple[int, int] | None) -> Active:
+        vec = self.vectors[name]
+        if strength is None:
+            strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
+        if layers is None:
+            layers = vec.recommended_range or (1, self.model.n_layer - 1)
+        self.active[name] = Active(float(strength), layers)
+        return self.active[name]
+
+    # -- keeping --------------------------------------------------------------------------------
+
+    def add(self, vec: SteeringVector) -> None:
+        """Keep a vector; an existing name is refused, never silently replaced."""
+        self._check_free(vec.name)
+        if vec.n_layer != self.model.n_layer or vec.n_embd != self.model.n_embd:
+            raise ValueError(
+                f"vector {vec.name!r} is {vec.n_layer} blocks x {vec.n_embd}; the model is "
+                f"{self.model.n_layer} x {self.model.n_embd}"
+            )
+        self.vectors[vec.name] = vec
+
+    def load(self, where: str, name: str | None) -> SteeringVector:
+        """Load a file, or a bare name from the user library."""
+        path = Path(where).expanduser()
+        if not path.exists() and NAME_RE.match(where):
+            path = library_dir() / f"{where}.gguf"
+        if name is not None:
+            check_name(name)
+            self._check_free(name)
+        vec = load_vector(path, self.model.n_layer, self.model.n_embd, name=name)
+        vec.name = name or safe_name(vec.name)
+        vec.meta.setdefault("source", str(path))
+        self.add(vec)
+        return vec
+
+    def _check_free(self, name: str) -> None:
+        if name in self.vectors:
+            raise ValueError(
+                f"a vector named {name!r} is already loaded: give another name, or "
+                f"/vector rm {name} first"
+            )
+
+    def model_sha256(self) -> str:
+        if self._model_sha256 is None:
+            self._model_sha256 = _file_sha256(self.model.path)
+        return self._model_sha256
+
+    # -- building -------------------------------------------------------------------------------
+
+    def probe(self) -> Probe:
+        if self._probe is None:
+            self._probe = Probe(self.model)
+        return self._probe
+
+    def contrast(
+        self,
+        name: str,
+        pairs: list[tuple[str, str]],
+        *,
+        method: str,
+        chat_format: bool,
+        last_k: int,
+        provenance: dict,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SteeringVector:
+        """Capture both sides of every pair in one batched run and build the vector.
+
+        Nothing is stored if capture is cancelled or fails.
+        """
+        self._check_free(name)
+        texts = [p for p, _ in pairs] + [n for _, n in pairs]
+        if chat_format:
+            prompts = [self.model.chat_tokens([{"role": "user", "content": t}]) for t in texts]
+        else:
+            prompts = [self.model.tokenize(t, add_special=True) for t in texts]
+        acts = self.probe().capture(prompts, last_k=last_k, on_progress=on_progress, cancel=cancel)
+        n = len(pairs)
+        meta = {
+            **provenance,
+            "position": "last prompt token" if last_k == 1 else f"mean of last {last_k} tokens",
+            "model_sha256": self.model_sha256(),
+            "model_file": self.model.path.name,
+            "strength_unit": UNIT_MEAN_DIFF,
+        }
+        vec = build_vector(name, acts[:n], acts[n:], method=method, meta=meta)
+        self.add(vec)
+        return vec
+
+
+def instruction_pairs(positive: str, negative: str, n: int) -> list[tuple[str, str]]:
+    """The built-in neutral prompts, each with either instruction appended."""
+    prompts = neutral_prompts()
+    if not 2 <= n <= len(prompts):
+        raise ValueError(
+            f"--n must be between 2 and {len(prompts)} (the built-in prompts), not {n}"
+        )
+    return [(f"{q} {positive}", f"{q} {negative}") for q in prompts[:n]]
+
+
+def provenance_for(
+    positive: str | None, negative: str | None, pairs: list[tuple[str, str]], source: str | None
+) -> dict:
+    if source is None:
+        return {"positive": positive, "negative": negative, "prompts": [q for q, _ in pairs]}
+    return {"pairs_file": source, "pairs_sha256": pairs_sha256(pairs)}
