@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from repl.commands import Arg, Outcome, UsageError
+from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 
 KEYS_HELP = """Keys (Textual app): Enter sends · Ctrl+J inserts a newline · Tab completes ·
@@ -48,10 +48,7 @@ def cmd_system(core: Core, args: dict[str, Any]) -> Outcome:
 
 def _float_in(lo: float, hi: float, lo_open: bool = False):
     def check(key: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise UsageError(f"{key} must be a number, not {raw!r}") from None
+        value = parse_float(key, raw)
         if not (lo < value <= hi if lo_open else lo <= value <= hi):
             bracket = "(" if lo_open else "["
             raise UsageError(f"{key} must be in {bracket}{lo:g}, {hi:g}], not {raw}")

@@ -10,34 +10,26 @@ from engine.chat import Sampling
 SUBCOMMANDS = ("chat", "vector")
 
 
+def _setting(key: str):
+    """argparse type for a sampling option: the same checks and messages as /set KEY."""
+
+    def convert(raw: str):
+        from repl.chat_commands import SETTINGS
+        from repl.commands import UsageError
+
+        try:
+            return SETTINGS[key][0](key, raw)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = key  # argparse names the type in its messages
+    return convert
+
+
 def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {raw}")
-    return value
-
-
-def _temperature(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
-    if not 0.0 <= value <= 5.0:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 5], got {raw}")
-    return value
-
-
-def _seed(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if not 0 <= value < 2**31:
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^31), got {raw}")
-    return value
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
+    return int(raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,34 +61,34 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
     chat.add_argument(
         "--temperature",
-        type=_temperature,
+        type=_setting("temperature"),
         default=0.7,
         metavar="F",
         help="sampling temperature, 0 = greedy and exact (default 0.7)",
     )
     chat.add_argument(
         "--top-p",
-        type=float,
+        type=_setting("top_p"),
         default=0.95,
         metavar="P",
         help="nucleus sampling mass (default 0.95)",
     )
     chat.add_argument(
         "--top-k",
-        type=int,
+        type=_setting("top_k"),
         default=40,
         metavar="K",
         help="sample among the K likeliest tokens, 0 = all (default 40)",
     )
     chat.add_argument(
         "--seed",
-        type=_seed,
+        type=_setting("seed"),
         metavar="N",
         help="sampling seed: the same seed gives the same replies (default random)",
     )
     chat.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=_setting("max_tokens"),
         default=512,
         metavar="N",
         help="longest reply in tokens (default 512)",

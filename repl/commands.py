@@ -124,6 +124,17 @@ def _rest_text(raw: str) -> str:
     return raw
 
 
+def parse_float(label: str, word: str) -> float:
+    """A finite number, or a UsageError naming `label`."""
+    try:
+        value = float(word)
+    except ValueError:
+        raise UsageError(f"{label} must be a number, not {word!r}") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{label} must be a finite number, not {word!r}")
+    return value
+
+
 def _convert(arg: Arg, word: str, registry: Registry) -> Any:
     if arg.kind == "int":
         try:
@@ -131,13 +142,7 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
         except ValueError:
             raise UsageError(f"{arg.name} must be a whole number, not {word!r}") from None
     if arg.kind == "float":
-        try:
-            value = float(word)
-        except ValueError:
-            raise UsageError(f"{arg.name} must be a number, not {word!r}") from None
-        if not math.isfinite(value):
-            raise UsageError(f"{arg.name} must be a finite number, not {word!r}")
-        return value
+        return parse_float(arg.name, word)
     if arg.kind == "choice" and word not in arg.choices:
         hint = _closest(word, arg.choices)
         more = f" (did you mean {hint}?)" if hint else ""

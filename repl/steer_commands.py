@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.capture import CaptureCancelled
-from repl.commands import Arg, Outcome, UsageError
+from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 from repl.steering import (
     LOUD,
@@ -192,14 +192,7 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
         if steering.active.pop(name, None) is None:
             return Outcome.error(f"{name!r} is not active")
         return Outcome.say(f"{name} off")
-    strength = None
-    if raw is not None:
-        try:
-            strength = float(raw)
-        except ValueError:
-            raise UsageError(f"strength must be a number or 'off', not {raw!r}") from None
-        if not math.isfinite(strength):
-            raise UsageError(f"strength must be a finite number, not {raw!r}")
+    strength = None if raw is None else parse_float("strength", raw)
     layers = None
     if layers_text is not None:
         try:

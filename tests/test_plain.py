@@ -62,7 +62,7 @@ def test_missing_model_fails_before_reading_input(tmp_path) -> None:
 def test_bad_option_is_one_usage_error() -> None:
     proc = steer("chat", "--temperature", "hot")
     assert proc.returncode == 2
-    assert "--temperature: expected a number, got 'hot'" in proc.stderr
+    assert "--temperature: temperature must be a number, not 'hot'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

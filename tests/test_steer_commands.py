@@ -61,7 +61,7 @@ def test_steer_applies_recommendations_adjusts_and_switches_off(steered_core: Co
     "line, message",
     [
         ("/steer nope", "no vector named 'nope'"),
-        ("/steer terse abc", "strength must be a number or 'off', not 'abc'"),
+        ("/steer terse abc", "strength must be a number, not 'abc'"),
         ("/steer terse nan", "strength must be a finite number"),
         ("/steer terse 1 --layers 0-3", "layers must look like A-B with 1 <= A <= B <= 29"),
         ("/steer terse 1 --layers 5-2", "layers must look like A-B"),
