@@ -31,6 +31,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/steer_bench.py
+	$(BIN)/python bench/session_bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench

@@ -28,19 +28,29 @@ def build_time(model: Model) -> Steering:
     steering.probe()  # context creation is not part of building
     steering.model_sha256()
     start = time.perf_counter()
-    steering.contrast("terse", instruction_pairs(TERSE, VERBOSE, 24), method="mean",
-                      chat_format=True, last_k=1, provenance={})
+    steering.contrast(
+        "terse",
+        instruction_pairs(TERSE, VERBOSE, 24),
+        method="mean",
+        chat_format=True,
+        last_k=1,
+        provenance={},
+    )
     spent = time.perf_counter() - start
     vec = steering.vectors["terse"]
-    print(f"build a vector from 24 pairs (48 prompts captured + maths): {spent:6.2f} s; "
-          f"recommended {vec.recommended_strength:g} on blocks {vec.recommended_range}")
+    print(
+        f"build a vector from 24 pairs (48 prompts captured + maths): {spent:6.2f} s; "
+        f"recommended {vec.recommended_strength:g} on blocks {vec.recommended_range}"
+    )
     return steering
 
 
 def capture_throughput(model: Model, rounds: int) -> None:
     probe = Probe(model)
-    prompts = [model.chat_tokens([{"role": "user", "content": f"{q} {TERSE}"}])
-               for q in neutral_prompts()[:48]]
+    prompts = [
+        model.chat_tokens([{"role": "user", "content": f"{q} {TERSE}"}])
+        for q in neutral_prompts()[:48]
+    ]
     batched, single = [], []
     for i in range(rounds):
         order = (True, False) if i % 2 == 0 else (False, True)
@@ -83,8 +93,10 @@ def steered_decode(model: Model, steering: Steering, rounds: int, n_tokens: int)
     print(f"decode, {n_tokens} tokens, {rounds} paired rounds (ABBA):")
     print(f"  unsteered : {statistics.median(plain):6.1f} tok/s")
     print(f"  steered   : {statistics.median(steered):6.1f} tok/s")
-    print(f"  steered / unsteered : {statistics.median(ratios):.3f} (median of paired; "
-          f"min {min(ratios):.3f}, max {max(ratios):.3f})")
+    print(
+        f"  steered / unsteered : {statistics.median(ratios):.3f} (median of paired; "
+        f"min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
 
 
 def main() -> None:

@@ -178,9 +178,10 @@ class SteerApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, greeting: list[str] | None = None) -> None:
         super().__init__()
         self.core = core
+        self.greeting = greeting or []
         self.cancel = threading.Event()
         self.busy = False
         self._stream: MarkdownStream | None = None
@@ -199,6 +200,10 @@ class SteerApp(App):
         self.query_one("#completions").display = False
         self.query_one("#transcript", VerticalScroll).anchor()
         self.note(f"steer · {self.core.model.name} — type a message, /help for commands")
+        for line in self.greeting:
+            self.note(line)
+        for turn in self.core.turns:  # a resumed session
+            self.draw_turn(turn)
         self.refresh_status()
         self.query_one(ChatInput).focus()
 
@@ -290,7 +295,7 @@ class SteerApp(App):
         self._completion_start = start
         menu.clear_options()
         if candidates:
-            menu.add_options([self._option(c) for c in candidates[:12]])
+            menu.add_options([self._option(c) for c in candidates[:50]])
             menu.highlighted = 0
         menu.display = bool(candidates)
 

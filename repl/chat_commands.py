@@ -43,7 +43,7 @@ def cmd_system(core: Core, args: dict[str, Any]) -> Outcome:
     if text is None:
         return Outcome.say(f"system prompt: {core.system!r}" if core.system else "no system prompt")
     core.system = None if text == "off" else text
-    return Outcome.say("system prompt removed" if core.system is None else "system prompt set")
+    return Outcome.done("system prompt removed" if core.system is None else "system prompt set")
 
 
 def _float_in(lo: float, hi: float, lo_open: bool = False):
@@ -105,7 +105,7 @@ def cmd_set(core: Core, args: dict[str, Any]) -> Outcome:
     if key == "max_tokens" and value >= core.ctx.n_ctx:
         raise UsageError(f"max_tokens must be below the context size {core.ctx.n_ctx}")
     core.set_sampling(**{key: value})
-    return Outcome.say(f"{key} = {value if value is not None else 'random'}")
+    return Outcome.done(f"{key} = {value if value is not None else 'random'}")
 
 
 @REGISTRY.command("regen", "answer the last message again")
@@ -114,20 +114,20 @@ def cmd_regen(core: Core, args: dict[str, Any]) -> Outcome:
         return Outcome.error("nothing to regenerate: the conversation is empty")
     if core.turns[-1].role == "assistant":
         core.turns.pop()
-    return Outcome(generate=True, transcript_changed=True)
+    return Outcome(generate=True, transcript_changed=True, changed=True)
 
 
 @REGISTRY.command("undo", "take back the last message and its reply")
 def cmd_undo(core: Core, args: dict[str, Any]) -> Outcome:
     if not core.pop_last_exchange():
         return Outcome.error("nothing to undo: the conversation is empty")
-    return Outcome(info=["last exchange removed"], transcript_changed=True)
+    return Outcome(info=["last exchange removed"], transcript_changed=True, changed=True)
 
 
 @REGISTRY.command("clear", "start the conversation over (system prompt and settings stay)")
 def cmd_clear(core: Core, args: dict[str, Any]) -> Outcome:
     core.turns.clear()
-    return Outcome(info=["conversation cleared"], transcript_changed=True)
+    return Outcome(info=["conversation cleared"], transcript_changed=True, changed=True)
 
 
 @REGISTRY.command("quit", "leave steer")

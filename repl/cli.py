@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="context window in tokens, capped at the model's (default 4096)",
     )
     chat.add_argument(
+        "--session",
+        metavar="FILE",
+        help="resume this session file (or start it); default: a new file in the user data dir",
+    )
+    chat.add_argument(
+        "--no-session", action="store_true", help="do not record or autosave this chat"
+    )
+    chat.add_argument(
         "--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)"
     )
     _vector_parsers(sub)
@@ -164,7 +172,7 @@ def _build_vector(args: argparse.Namespace) -> int:
 
     from repl.plain import PlainRepl
 
-    args.ctx, args.threads, args.system = 512, None, None
+    args.ctx, args.threads, args.system, args.no_session = 512, None, None, True
     args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed = 0, 1, 0, 1, None
     try:
         core = _load(args)
@@ -225,16 +233,43 @@ def run_chat(args: argparse.Namespace) -> int:
     except (ModelLoadError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        greeting = _attach_session(core, args)
+    except Exception as exc:  # SessionFileError, VectorFileError, ValueError: one line each
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run_front_end(core, args, greeting)
+    finally:
+        from repl.session import detach
+
+        detach(core)
+
+
+def _attach_session(core, args: argparse.Namespace) -> list[str]:
+    if args.no_session:
+        return []
+    from pathlib import Path
+
+    from repl.session import attach
+
+    return attach(core, Path(args.session) if args.session else None)
+
+
+def _run_front_end(core, args: argparse.Namespace, greeting: list[str]) -> int:
     plain = args.plain or args.jsonl or not sys.stdin.isatty() or not sys.stdout.isatty()
     if plain:
+        from repl.commands import Outcome
         from repl.plain import PlainRepl
 
         interactive = sys.stdin.isatty() and not args.jsonl
         repl = PlainRepl(core, jsonl=args.jsonl, interactive=interactive)
+        if interactive:
+            repl.show(Outcome(info=greeting))
         return repl.run_terminal() if interactive else repl.run_lines(sys.stdin)
     from repl.app import SteerApp
 
-    SteerApp(core).run()
+    SteerApp(core, greeting).run()
     return 0
 
 

@@ -48,11 +48,13 @@ class Outcome:
     generate: bool = False  # a reply should now be generated
     transcript_changed: bool = False  # the visible transcript must be redrawn
     quit: bool = False
+    changed: bool = False  # the session's state changed: record the command, autosave
     reply: Any = None  # the engine's Reply, when a reply was made
     # long work for the front end to run off the UI thread: job(on_progress, cancel) -> Outcome
     job: Callable[[Callable[[int, int], None], Any], Outcome] | None = None
     job_label: str = ""
     job_total: int = 0
+    job_line: str = ""  # the command line that started the job, recorded once it succeeds
 
     @classmethod
     def error(cls, message: str) -> Outcome:
@@ -61,6 +63,11 @@ class Outcome:
     @classmethod
     def say(cls, message: str) -> Outcome:
         return cls(info=[message])
+
+    @classmethod
+    def done(cls, message: str) -> Outcome:
+        """A report of a change to the session's state."""
+        return cls(info=[message], changed=True)
 
 
 Handler = Callable[[Any, dict[str, Any]], Outcome]

@@ -53,6 +53,7 @@ class Core:
         self.turns: list[Turn] = []
         self.last_reply: Reply | None = None
         self.steering = Steering(model)
+        self.recorder = None  # a repl.session.Recorder when the chat is kept as a session
         self._lock = threading.Lock()
 
     # -- what the model sees ----------------------------------------------------------------
@@ -93,11 +94,31 @@ class Core:
         if not text:
             return Outcome()
         if text.startswith("/") and not text.startswith("//"):
-            return self.registry.dispatch(self, text)
+            outcome = self.registry.dispatch(self, text)
+            if outcome.job is not None:
+                outcome.job_line = text
+            elif outcome.changed:
+                self._record(outcome, lambda r: r.command(text))
+            return outcome
         if text.startswith("//"):
             text = text[1:]
         self.turns.append(Turn("user", text))
+        if self.recorder is not None:
+            self.recorder.user(text)
         return Outcome(generate=True)
+
+    def _record(self, outcome: Outcome, event) -> None:
+        """Record an event and autosave; a failed save is reported, never fatal."""
+        if self.recorder is None:
+            return
+        event(self.recorder)
+        try:
+            self.recorder.save()
+        except OSError as exc:
+            outcome.errors.append(
+                f"autosave to {self.recorder.path} failed ({exc.strerror or exc}); the session "
+                "is still in memory: /session save PATH to keep it elsewhere"
+            )
 
     def complete(self, text: str) -> tuple[int, list[str]]:
         return self.registry.complete(self, text)
@@ -122,9 +143,11 @@ class Core:
                 self.turns.pop()
                 return Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
             steering = self.active_steering()
-            self.turns.append(Turn("assistant", reply.text, reply, self.sampling, steering))
+            turn = Turn("assistant", reply.text, reply, self.sampling, steering)
+            self.turns.append(turn)
             self.last_reply = reply
             out = Outcome(reply=reply)
+            self._record(out, lambda r: r.reply(turn))
             if reply.finish_reason == "context_full":
                 out.errors.append(
                     f"reply stopped: the context window ({self.ctx.n_ctx} tokens) is full; "
@@ -135,9 +158,12 @@ class Core:
     def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
         """Run a command's long job (see Outcome.job); failures come back as one-line errors."""
         try:
-            return outcome.job(on_progress, cancel)
+            result = outcome.job(on_progress, cancel)
         except (ValueError, OSError, RuntimeError) as exc:
             return Outcome.error(f"{outcome.job_label} failed: {exc}")
+        if result.changed and outcome.job_line:
+            self._record(result, lambda r: r.command(outcome.job_line))
+        return result
 
     # -- state changes used by commands ---------------------------------------------------------
 
@@ -154,4 +180,4 @@ class Core:
 
 
 # Importing the command modules registers their commands in REGISTRY.
-from repl import chat_commands, steer_commands  # noqa: E402,F401
+from repl import chat_commands, session_commands, steer_commands  # noqa: E402,F401

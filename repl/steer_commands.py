@@ -150,7 +150,8 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         except CaptureCancelled:
             return Outcome.error(f"/contrast {name} cancelled; nothing was built")
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
-        return Outcome(info=[head, *separation_report(vec), f"apply it: {suggestion(vec)}"])
+        report = [head, *separation_report(vec), f"apply it: {suggestion(vec)}"]
+        return Outcome(info=report, changed=True)
 
     return Outcome(
         job=job, job_label=f"capturing activations for {name!r}", job_total=2 * len(pairs)
@@ -186,12 +187,12 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
         if raw is not None or layers_text is not None:
             raise UsageError("/steer off takes no strength or layers")
         steering.active.clear()
-        return Outcome.say("steering off")
+        return Outcome.done("steering off")
     vector_or_error(core, name)
     if raw == "off":
         if steering.active.pop(name, None) is None:
             return Outcome.error(f"{name!r} is not active")
-        return Outcome.say(f"{name} off")
+        return Outcome.done(f"{name} off")
     strength = None if raw is None else parse_float("strength", raw)
     layers = None
     if layers_text is not None:
@@ -200,7 +201,7 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     active = steering.activate(name, strength, layers)
-    out = Outcome.say(
+    out = Outcome.done(
         f"steering: {name} {active.strength:g} on blocks "
         f"{active.layers[0]}-{active.layers[1]} (from the next reply)"
     )
@@ -242,7 +243,7 @@ def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
     except OSError as exc:
         return Outcome.error(f"could not save {vec.name!r} to {path}: {exc.strerror or exc}")
     vec.meta["saved_to"] = str(path)
-    return Outcome.say(f"saved {vec.name!r} to {path}")
+    return Outcome.done(f"saved {vec.name!r} to {path}")
 
 
 def _target(raw: str | None, name: str) -> Path:
@@ -269,7 +270,7 @@ def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
     except (VectorFileError, ValueError) as exc:
         return Outcome.error(str(exc))
     unit = "" if vec.strength_unit == "mean-diff" else " (raw units: strength scales the file)"
-    return Outcome(info=[f"loaded {vec.name!r}{unit}; apply it: {suggestion(vec)}"])
+    return Outcome.done(f"loaded {vec.name!r}{unit}; apply it: {suggestion(vec)}")
 
 
 @REGISTRY.command("vector list", "list loaded vectors and the user library")
@@ -324,7 +325,7 @@ def cmd_vector_rm(core: Core, args: dict[str, Any]) -> Outcome:
     if not (in_session or in_library):
         return Outcome.error(f"no vector named {name!r} in the session or the library")
     where = " and ".join(w for w, ok in (("session", in_session), ("library", in_library)) if ok)
-    return Outcome.say(f"removed {name!r} from the {where}")
+    return Outcome.done(f"removed {name!r} from the {where}")
 
 
 @REGISTRY.command(
@@ -340,4 +341,4 @@ def cmd_vector_mix(core: Core, args: dict[str, Any]) -> Outcome:
         core.steering.add(vec)
     except ValueError as exc:
         return Outcome.error(str(exc))
-    return Outcome.say(f"mixed {name!r} = {args['expr']}; apply it: {suggestion(vec)}")
+    return Outcome.done(f"mixed {name!r} = {args['expr']}; apply it: {suggestion(vec)}")

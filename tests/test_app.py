@@ -114,7 +114,10 @@ async def test_completion_offers_help(core) -> None:
         assert menu.display and menu.option_count == len(core.registry.names())
         await type_text(pilot, "se")
         await pilot.pause()
-        assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == ["set"]
+        assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == [
+            "session",
+            "set",
+        ]
 
 
 @sync

@@ -97,7 +97,7 @@ def test_duplicate_names_are_refused() -> None:
         ("/set te", 5, ["temperature"]),
         ("/set t", 5, ["temperature", "top_p", "top_k"]),
         ("/set ", 5, ["temperature", "top_p", "top_k", "max_tokens", "seed"]),
-        ("/help s", 6, ["set", "steer", "system"]),
+        ("/help s", 6, ["session", "set", "steer", "system"]),
         ("/set temperature ", 17, []),
         ("hello", 5, []),
         ("/nope x", 7, []),

@@ -268,3 +268,26 @@ def test_completion_knows_vectors_and_options(steered_core: Core) -> None:
     assert steered_core.complete("/steer ") == (7, ["off", "terse"])
     assert steered_core.complete("/steer te") == (7, ["terse"])
     assert steered_core.complete("/contrast x a b --method p") == (25, ["pca"])
+
+
+@pytest.mark.parametrize(
+    "line, changed",
+    [
+        ("/steer", False),
+        ("/steer terse", True),
+        ("/steer off", True),
+        ("/set", False),
+        ("/set top_k 5", True),
+        ("/system", False),
+        ("/system Be brief.", True),
+        ("/help", False),
+        ("/vector list", False),
+        ("/vector show terse", False),
+        ("/vector mix m terse*2", True),
+        ("/clear", True),
+        ("/steer nope", False),
+    ],
+)
+def test_state_changing_commands_say_so(steered_core: Core, line: str, changed: bool) -> None:
+    """What a session must record (and autosave after) is exactly what changed its state."""
+    assert steered_core.submit(line).changed is changed

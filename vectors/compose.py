@@ -17,7 +17,7 @@ import ast
 import math
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -206,5 +206,5 @@ def _mix_meta(
         "recommended_range": _covering_range(used),
         "recommended_strength": 1.0,
         "norms": np.linalg.norm(directions.astype(np.float64), axis=1).tolist(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -38,7 +38,7 @@ pair is thus held out exactly once, which matters with the 10-20 pairs users act
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def build_vector(
     defaults = {
         "recommended_range": list(recommend_range(effect_size, n_layer)),
         "recommended_strength": 1.0,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return SteeringVector(name, directions, {**defaults, **(meta or {}), **measured})
 

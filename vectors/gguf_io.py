@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gguf
@@ -127,7 +127,7 @@ def _add_steer_keys(writer: gguf.GGUFWriter, vec: SteeringVector) -> None:
             "steer.n_embd": vec.n_embd,
             "steer.strength_unit": vec.strength_unit,
             "steer.created": str(
-                meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+                meta.get("created") or datetime.now(UTC).isoformat(timespec="seconds")
             ),
         }
     )

@@ -1,0 +1,254 @@
+"""A chat's session on disk: what is recorded, when it is saved, and how a chat resumes.
+
+`repl/session_file.py` knows the TOML format; this module keeps a `Session` in step with a
+live `Core` and restores a `Core` from one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.chat import Reply, Sampling
+from repl.core import Core, Turn
+from repl.paths import data_dir
+from repl.session_file import (
+    FORMAT_VERSION,
+    Event,
+    ModelInfo,
+    Session,
+    SessionLock,
+    VectorRef,
+    resolve_vector_path,
+    save_session,
+    vectors_dir_for,
+)
+from repl.steering import Active, library_dir
+from vectors import save_vector
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sessions_dir() -> Path:
+    path = data_dir() / "sessions"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def new_session_path() -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = sessions_dir() / f"{stamp}.toml"
+    n = 1
+    while path.exists():
+        n += 1
+        path = sessions_dir() / f"{stamp}-{n}.toml"
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sampling_dict(sampling: Sampling) -> dict:
+    return {k: v for k, v in asdict(sampling).items() if v is not None}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+class Recorder:
+    """Records a Core's events and autosaves them, holding the session file's lock."""
+
+    def __init__(
+        self,
+        core: Core,
+        path: Path,
+        *,
+        created: str | None = None,
+        events: list[Event] | None = None,
+        extra: dict | None = None,
+    ) -> None:
+        self.core = core
+        self.path = path
+        self.lock = SessionLock(path)
+        self.lock.acquire()
+        self.created = created or now()
+        self.events: list[Event] = list(events or [])
+        self.extra = dict(extra or {})
+        self._written: dict[str, Path] = {}
+
+    # -- what happened ----------------------------------------------------------------------------
+
+    def user(self, text: str) -> None:
+        self.events.append(Event(kind="user", text=text))
+
+    def command(self, line: str) -> None:
+        self.events.append(Event(kind="command", text=line))
+
+    def reply(self, turn: Turn) -> None:
+        reply = turn.reply
+        self.events.append(
+            Event(
+                kind="assistant",
+                text=turn.text,
+                tokens=reply.tokens,
+                finish_reason=reply.finish_reason,
+                seed=reply.seed,
+                steering=turn.steering,
+                sampling=sampling_dict(turn.sampling),
+                system=self.core.system or "",
+            )
+        )
+
+    # -- saving -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> Session:
+        core = self.core
+        model = ModelInfo(
+            path=str(core.model.path), name=core.model.name, sha256=core.steering.model_sha256()
+        )
+        return Session(
+            version=FORMAT_VERSION,
+            created=self.created,
+            updated=now(),
+            model=model,
+            sampling=sampling_dict(core.sampling),
+            system=core.system or "",
+            vectors=[self._vector_ref(name) for name in sorted(core.steering.vectors)],
+            steering=core.steering.describe(),
+            events=list(self.events),
+            extra=self.extra,
+        )
+
+    def _vector_ref(self, name: str) -> VectorRef:
+        """Point at the vector's file if it is in the session folder or the library, else
+        keep a copy beside the session, so no autosave refers to a vector only in memory."""
+        vec = self.core.steering.vectors[name]
+        folder = self.path.parent
+        for key in ("saved_to", "source"):
+            raw = vec.meta.get(key)
+            if (
+                raw
+                and Path(raw).is_file()
+                and (_inside(Path(raw), folder) or _inside(Path(raw), library_dir()))
+            ):
+                return self._ref(name, Path(raw))
+        target = self._written.get(name)
+        if target is None:
+            target = vectors_dir_for(self.path) / f"{name}.gguf"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_vector(vec, target, self.core.model.metadata("general.architecture") or "")
+            self._written[name] = target
+        return self._ref(name, target)
+
+    def _ref(self, name: str, path: Path) -> VectorRef:
+        folder = self.path.parent.resolve()
+        resolved = path.resolve()
+        shown = resolved.relative_to(folder) if resolved.is_relative_to(folder) else resolved
+        return VectorRef(name=name, path=str(shown), sha256=file_sha256(resolved))
+
+    def save(self) -> None:
+        save_session(self.snapshot(), self.path)
+
+    def close(self) -> None:
+        self.lock.release()
+
+
+def restore(core: Core, session: Session, path: Path) -> list[str]:
+    """Put a session's state into a fresh Core; returns warnings to show the user."""
+    warnings = []
+    if session.model.sha256 and session.model.sha256 != core.steering.model_sha256():
+        warnings.append(
+            f"this session was made with another model file ({session.model.name}, "
+            f"sha256 {session.model.sha256[:12]}…); replies may differ"
+        )
+    core.sampling = _sampling(session.sampling)
+    core.system = session.system or None
+    for ref in session.vectors:
+        vec_path = resolve_vector_path(path, ref, library_dir())
+        core.steering.load(str(vec_path), ref.name)
+    for item in session.steering:
+        core.steering.active[item["name"]] = Active(float(item["strength"]), tuple(item["layers"]))
+    core.turns = turns_from_events(session.events)
+    return warnings
+
+
+def _sampling(table: dict) -> Sampling:
+    """Known keys only: the file layer keeps unknown ones for writing back."""
+    known = {k: table[k] for k in Sampling.__dataclass_fields__ if k in table}
+    return Sampling(**known)
+
+
+def turns_from_events(events: list[Event]) -> list[Turn]:
+    """The transcript the events leave behind (undo, clear and regen taken into account)."""
+    turns: list[Turn] = []
+    for event in events:
+        if event.kind == "user":
+            turns.append(Turn("user", event.text))
+        elif event.kind == "assistant":
+            reply = Reply(
+                event.text,
+                event.tokens or 0,
+                event.finish_reason or "stop",
+                0.0,
+                0.0,
+                0,
+                0,
+                event.seed,
+            )
+            sampling = _sampling(event.sampling) if event.sampling else None
+            turns.append(Turn("assistant", event.text, reply, sampling, event.steering or []))
+        elif event.text.split()[:1] == ["/clear"]:
+            turns.clear()
+        elif event.text.split()[:1] == ["/undo"]:
+            _pop_exchange(turns)
+        elif event.text.split()[:1] == ["/regen"] and turns and turns[-1].role == "assistant":
+            turns.pop()
+    return turns
+
+
+def _pop_exchange(turns: list[Turn]) -> None:
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].role == "user":
+            del turns[i:]
+            return
+
+
+def attach(core: Core, path: Path | None) -> list[str]:
+    """Record `core` into `path` (a new file in the user data directory when None), resuming
+    it first if the file exists. Returns lines to show the user."""
+    from repl.session_file import load_session
+
+    path = (path or new_session_path()).expanduser()
+    recorder = Recorder(core, path)
+    lines = []
+    try:
+        if path.exists():
+            session = load_session(path)
+            lines += restore(core, session, path)
+            recorder.created, recorder.events = session.created, list(session.events)
+            recorder.extra = dict(session.extra)
+            turns = sum(t.role == "assistant" for t in core.turns)
+            lines.append(f"resumed session {path} ({turns} replies)")
+        else:
+            lines.append(f"session: {path} (autosaved)")
+    except BaseException:
+        recorder.close()
+        raise
+    core.recorder = recorder
+    return lines
+
+
+def detach(core: Core) -> None:
+    if core.recorder is not None:
+        core.recorder.close()
+        core.recorder = None

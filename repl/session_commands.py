@@ -1,0 +1,121 @@
+"""/session save, load, new and list."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from repl.commands import Arg, Outcome
+from repl.core import REGISTRY, Core
+from repl.session import Recorder, attach, detach, sessions_dir, vectors_dir_for
+from repl.session_file import SessionFileError, recent_sessions
+from vectors import VectorFileError
+
+
+def _fresh(core: Core) -> None:
+    """Forget the conversation and steering, keeping the model, before another session."""
+    core.turns.clear()
+    core.steering.active.clear()
+    core.steering.vectors.clear()
+    core.ctx.reset()
+
+
+@REGISTRY.command(
+    "session save",
+    "save the session (to PATH: go on recording there)",
+    Arg("path", optional=True, help="a .toml file (default: the current session file)"),
+    options=(
+        Arg(
+            "--bundle",
+            "choice",
+            ("yes", "no"),
+            help="copy every vector beside the session, so the folder can be shared",
+        ),
+    ),
+)
+def cmd_session_save(core: Core, args: dict[str, Any]) -> Outcome:
+    if core.recorder is None and args["path"] is None:
+        return Outcome.error("this chat is not recorded (--no-session): give a PATH")
+    try:
+        if args["path"] is not None:
+            _move_recording(core, Path(args["path"]).expanduser())
+        if args["bundle"] == "yes":
+            _bundle(core)
+        core.recorder.save()
+    except (SessionFileError, OSError) as exc:
+        return Outcome.error(f"could not save the session: {exc}")
+    return Outcome.say(f"session saved to {core.recorder.path}")
+
+
+def _move_recording(core: Core, path: Path) -> None:
+    if path.suffix != ".toml":
+        path = path.with_suffix(".toml")
+    if not path.parent.is_dir():
+        raise SessionFileError(f"folder {path.parent} does not exist")
+    old = core.recorder
+    new = Recorder(
+        core,
+        path,
+        created=old.created if old else None,
+        events=old.events if old else None,
+        extra=old.extra if old else None,
+    )
+    if old is not None:
+        old.close()
+    core.recorder = new
+
+
+def _bundle(core: Core) -> None:
+    """Copy each vector into '<session>.vectors/' and point the vector at the copy."""
+    folder = vectors_dir_for(core.recorder.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, vec in core.steering.vectors.items():
+        target = folder / f"{name}.gguf"
+        source = vec.meta.get("saved_to") or vec.meta.get("source")
+        if source and Path(source).is_file() and Path(source).resolve() != target.resolve():
+            shutil.copyfile(source, target)
+            vec.meta["saved_to"] = str(target)
+
+
+@REGISTRY.command(
+    "session load",
+    "switch to another session file",
+    Arg("path", help="a session .toml file"),
+)
+def cmd_session_load(core: Core, args: dict[str, Any]) -> Outcome:
+    path = Path(args["path"]).expanduser()
+    if not path.is_file():
+        return Outcome.error(f"no session file at {path}")
+    detach(core)
+    _fresh(core)
+    try:
+        lines = attach(core, path)
+    except (SessionFileError, VectorFileError, ValueError) as exc:
+        _fresh(core)
+        return Outcome(
+            errors=[f"{exc}; this chat is no longer recorded: /session new"],
+            transcript_changed=True,
+        )
+    return Outcome(info=lines, transcript_changed=True)
+
+
+@REGISTRY.command("session new", "start a new conversation in a new session file")
+def cmd_session_new(core: Core, args: dict[str, Any]) -> Outcome:
+    detach(core)
+    core.turns.clear()
+    core.ctx.reset()
+    lines = attach(core, None)
+    return Outcome(info=lines, transcript_changed=True)
+
+
+@REGISTRY.command("session list", "recent sessions in the user data directory")
+def cmd_session_list(core: Core, args: dict[str, Any]) -> Outcome:
+    rows = recent_sessions(sessions_dir())
+    if not rows:
+        return Outcome.say(f"no sessions yet in {sessions_dir()}")
+    lines = [
+        f"{updated[:16]}  {turns:>3} replies  {first!r}  {path}"
+        for path, updated, first, turns in rows
+    ]
+    return Outcome.say("\n".join(lines))

@@ -1,0 +1,157 @@
+"""Sessions on the real model: recording, autosave, resume, the /session commands, the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine import ChatContext
+from repl.core import Core
+from repl.session import attach, detach
+from repl.session_file import load_session
+from tests.conftest import GREEDY, ROOT, STEER, TERSE, VERBOSE
+
+
+@pytest.fixture
+def recorded(model, tmp_path) -> Core:
+    core = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
+    attach(core, tmp_path / "chat.toml")
+    yield core
+    detach(core)
+
+
+def chat(core: Core, line: str):
+    outcome = core.submit(line)
+    if outcome.job is not None:
+        return core.run_job(outcome)
+    if outcome.generate:
+        return core.generate()
+    return outcome
+
+
+def test_every_reply_and_state_change_is_autosaved(recorded: Core, tmp_path) -> None:
+    path = tmp_path / "chat.toml"
+    chat(recorded, "/set top_k 5")
+    assert [e.text for e in load_session(path).events] == ["/set top_k 5"]
+    chat(recorded, "Name three colors.")
+    chat(recorded, "/help")  # changes nothing: not recorded
+    events = load_session(path).events
+    assert [e.kind for e in events] == ["command", "user", "assistant"]
+    reply = events[-1]
+    assert reply.text == recorded.turns[-1].text and reply.tokens == recorded.turns[-1].reply.tokens
+    assert reply.steering == [] and reply.sampling["top_k"] == 5 and not reply.interrupted
+
+
+def test_interrupted_reply_is_saved_as_interrupted(recorded: Core, tmp_path) -> None:
+    cancel = threading.Event()
+    recorded.submit("/set max_tokens 200")
+    recorded.submit("Write a long story about a dragon.")
+    seen = []
+
+    def stop(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.set()
+
+    recorded.generate(stop, cancel)
+    last = load_session(tmp_path / "chat.toml").events[-1]
+    assert last.kind == "assistant" and last.interrupted and last.text == "".join(seen)
+
+
+def test_a_vector_built_in_the_session_is_kept_beside_it(recorded: Core, tmp_path) -> None:
+    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3')
+    chat(recorded, "/steer quick 0.5 --layers 9-13")
+    session = load_session(tmp_path / "chat.toml")
+    [ref] = session.vectors
+    assert ref.name == "quick" and not Path(ref.path).is_absolute()
+    assert (tmp_path / ref.path).is_file()
+    assert session.steering == [{"name": "quick", "strength": 0.5, "layers": [9, 13]}]
+    assert [e.text.split()[0] for e in session.events] == ["/contrast", "/steer"]
+
+
+def test_a_second_steer_on_the_same_session_is_refused(recorded: Core, tmp_path) -> None:
+    proc = subprocess.run(
+        [*STEER, "chat", "--plain", "--session", str(tmp_path / "chat.toml")],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "is open in another steer" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def run_jsonl(session: Path, lines: str, env: dict) -> list[dict]:
+    proc = subprocess.run(
+        [
+            *STEER,
+            "chat",
+            "--jsonl",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+            "--session",
+            str(session),
+        ],
+        input=lines,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_resume_gives_the_reply_it_would_have_given_without_the_restart(tmp_path) -> None:
+    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
+    first = (
+        f'/contrast t "{TERSE}" "{VERBOSE}" --n 3\nTell me about the moon.\n'
+        "/steer t 0.5 --layers 9-13\n/system Be kind.\n"
+    )
+    last = "And the sun?\n"
+    run_jsonl(tmp_path / "a.toml", first, env)
+    resumed = [e for e in run_jsonl(tmp_path / "a.toml", last, env) if e["type"] == "reply"]
+    straight = [
+        e for e in run_jsonl(tmp_path / "b.toml", first + last, env) if e["type"] == "reply"
+    ]
+    assert resumed[-1]["text"] == straight[-1]["text"]
+    assert resumed[-1]["steering"] == [{"name": "t", "strength": 0.5, "layers": [9, 13]}]
+    assert [e.kind for e in load_session(tmp_path / "a.toml").events] == [
+        "command",
+        "user",
+        "assistant",
+        "command",
+        "command",
+        "user",
+        "assistant",
+    ]
+
+
+def test_session_commands(recorded: Core, tmp_path) -> None:
+    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3')
+    chat(recorded, "Name three colors.")
+    shared = tmp_path / "share"
+    shared.mkdir()
+    out = chat(recorded, f"/session save {shared / 'copy'} --bundle yes")
+    assert out.info == [f"session saved to {shared / 'copy.toml'}"]
+    assert (shared / "copy.vectors" / "quick.gguf").is_file()
+    session = load_session(shared / "copy.toml")
+    assert session.vectors[0].path == "copy.vectors/quick.gguf"
+    assert chat(recorded, "/session new").transcript_changed and recorded.turns == []
+    chat(recorded, "Hi")
+    listing = chat(recorded, "/session list").info[0]
+    assert "1 replies  'Hi'" in listing and str(recorded.recorder.path) in listing
+    loaded = chat(recorded, f"/session load {shared / 'copy.toml'}")
+    assert not loaded.errors, loaded.errors
+    assert [t.role for t in recorded.turns] == ["user", "assistant"]
+    assert "quick" in recorded.steering.vectors
+    assert "no session file" in chat(recorded, f"/session load {tmp_path / 'nope.toml'}").errors[0]
