@@ -7,7 +7,7 @@ import sys
 
 from engine.chat import Sampling
 
-SUBCOMMANDS = ("chat", "vector")
+SUBCOMMANDS = ("chat", "vector", "replay")
 
 
 def _setting(key: str):
@@ -112,7 +112,120 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)"
     )
     _vector_parsers(sub)
+    _replay_parser(sub)
     return parser
+
+
+def _steer_override(raw: str) -> tuple[str, float]:
+    name, sep, value = raw.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=STRENGTH, got {raw!r}") from None
+
+
+def _replay_parser(sub) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="re-run a session against the model and check every reply",
+        description="Re-execute a session's events (commands included) and regenerate every "
+        "reply under its recorded steering and settings; report each as identical or different.",
+    )
+    replay.add_argument("file", help="a session .toml file")
+    replay.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if any reply differs (or the model file changed)",
+    )
+    replay.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+    replay.add_argument(
+        "--steer",
+        action="append",
+        type=_steer_override,
+        metavar="NAME=S",
+        help="replay under this steering instead (repeatable)",
+    )
+    replay.add_argument("--no-steer", action="store_true", help="replay with no steering")
+    replay.add_argument(
+        "--allow-model-change",
+        action="store_true",
+        help="with --check, accept a model file other than the recorded one",
+    )
+    replay.add_argument("--model", metavar="PATH", help="the model to replay with")
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from repl.replay import Replayer, ReplayError, model_for
+    from repl.session_file import SessionFileError, load_session
+
+    def say(kind: str, text: str, **fields) -> None:
+        if args.jsonl:
+            print(json.dumps({"type": kind, "message": text, **fields}, ensure_ascii=False))
+        elif kind == "error":
+            print(f"error: {text}", file=sys.stderr)
+        else:
+            print(text)
+
+    comparing = args.no_steer or args.steer is not None
+
+    def on_turn(t) -> None:
+        status = "identical" if t.identical else "different"
+        if args.jsonl:
+            print(
+                json.dumps(
+                    {
+                        "type": "turn",
+                        "turn": t.index,
+                        "status": status,
+                        "recorded": t.recorded,
+                        "replayed": t.replayed,
+                        "diff": t.diff,
+                    },
+                    ensure_ascii=False,
+                ),
+                flush=True,
+            )
+        elif comparing:
+            print(f"turn {t.index} recorded: {t.recorded}\nturn {t.index} replayed: {t.replayed}")
+        else:
+            print(f"turn {t.index}: {status}" + (f"  {t.diff}" if t.diff else ""), flush=True)
+
+    path = Path(args.file)
+    try:
+        session = load_session(path)
+        model, warning = model_for(session, args.model, args.allow_model_change)
+        if warning:
+            say("warning", warning)
+        report = Replayer(
+            model,
+            session,
+            path,
+            steer=dict(args.steer) if args.steer else None,
+            no_steer=args.no_steer,
+        ).run(on_turn)
+    except (SessionFileError, ReplayError) as exc:
+        say("error", str(exc))
+        return 2
+    except Exception as exc:  # a vector file or model that fails to load: one line
+        say("error", f"{type(exc).__name__}: {exc}")
+        return 2
+    for note in report.notes:
+        say("info", note)
+    if args.jsonl:
+        print(
+            json.dumps(
+                {"type": "summary", "identical": report.identical, "different": report.different}
+            )
+        )
+    else:
+        print(report.summary())
+    failed = report.different > 0 or (bool(warning) and not args.allow_model_change)
+    return 1 if args.check and failed else 0
 
 
 def _vector_parsers(sub) -> None:
@@ -279,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_chat(args)
     if args.command == "vector":
         return run_vector(args)
+    if args.command == "replay":
+        return run_replay(args)
     return 2
 
 

@@ -119,3 +119,43 @@ def cmd_session_list(core: Core, args: dict[str, Any]) -> Outcome:
         for path, updated, first, turns in rows
     ]
     return Outcome.say("\n".join(lines))
+
+
+@REGISTRY.command(
+    "replay",
+    "re-run a session file against the model and check every reply",
+    Arg("path", help="a session .toml file"),
+)
+def cmd_replay(core: Core, args: dict[str, Any]) -> Outcome:
+    from repl.replay import Replayer, ReplayError
+    from repl.session_file import load_session
+
+    path = Path(args["path"]).expanduser()
+    try:
+        session = load_session(path)
+    except SessionFileError as exc:
+        return Outcome.error(str(exc))
+    replies = sum(e.kind == "assistant" for e in session.events)
+
+    def job(on_progress, cancel) -> Outcome:
+        lines = []
+        if session.model.sha256 != core.steering.model_sha256():
+            lines.append(
+                "warning: the session was made with another model file; replies may differ"
+            )
+
+        def on_turn(turn) -> None:
+            lines.append(
+                f"turn {turn.index}: {'identical' if turn.identical else 'different'}"
+                + (f"  {turn.diff}" if turn.diff else "")
+            )
+            if on_progress is not None:
+                on_progress(turn.index, replies)
+
+        try:
+            report = Replayer(core.model, session, path).run(on_turn, cancel)
+        except (ReplayError, VectorFileError, SessionFileError, ValueError) as exc:
+            return Outcome(info=lines, errors=[str(exc)])
+        return Outcome(info=[*lines, *report.notes, report.summary()])
+
+    return Outcome(job=job, job_label=f"replaying {path.name}", job_total=replies)

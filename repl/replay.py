@@ -1,0 +1,255 @@
+"""Replay a session: run its events again against the model and check every reply.
+
+Replay writes nothing: commands that would touch files (`/vector save`, `/vector rm`'s library
+delete) only change the replay's own state, vectors come from the session's own references,
+and a `/contrast` is rebuilt in memory and compared with the stored vector.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.chat import ChatContext, Sampling
+from engine.model import Model
+from repl.commands import UsageError
+from repl.core import Core, Turn
+from repl.session import _sampling, file_sha256
+from repl.session_file import Event, Session, SessionFileError, resolve_vector_path
+from repl.steering import Active, library_dir
+from vectors import load_vector
+
+VECTOR_TOLERANCE = 0.05  # relative norm difference allowed between rebuilt and stored vectors
+SKIPPED = ("/vector save", "/help", "/session")
+
+
+class ReplayError(Exception):
+    """The session cannot be replayed; the message says why in one line."""
+
+
+@dataclass
+class TurnResult:
+    index: int  # 1-based number of the assistant reply
+    identical: bool
+    recorded: str
+    replayed: str
+    diff: str = ""
+
+
+@dataclass
+class ReplayReport:
+    turns: list[TurnResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> int:
+        return sum(t.identical for t in self.turns)
+
+    @property
+    def different(self) -> int:
+        return len(self.turns) - self.identical
+
+    def summary(self) -> str:
+        return f"replay: {self.identical} identical, {self.different} different"
+
+
+def word_diff(old: str, new: str, width: int = 160) -> str:
+    """The first place two texts part, word by word: '… same words [-old-] {+new+} …'."""
+    a, b = old.split(), new.split()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            before = " ".join(a[max(0, i1 - 4) : i1])
+            gone = " ".join(a[i1 : min(i2, i1 + 12)])
+            came = " ".join(b[j1 : min(j2, j1 + 12)])
+            text = f"… {before} [-{gone}-] {{+{came}+}} …"
+            return text if len(text) <= width else text[: width - 1] + "…"
+    return "(same words, different spacing)"
+
+
+class Replayer:
+    """Executes a session's events on a fresh Core over the given model."""
+
+    def __init__(
+        self,
+        model: Model,
+        session: Session,
+        path: Path,
+        *,
+        steer: dict[str, float] | None = None,
+        no_steer: bool = False,
+    ) -> None:
+        self.session = session
+        self.path = path
+        self.core = Core(model, ChatContext(model, n_ctx=4096), Sampling(temperature=0.0))
+        self.overrides = steer
+        self.no_steer = no_steer
+        self.report = ReplayReport()
+        self._replies = 0
+
+    def run(
+        self,
+        on_turn: Callable[[TurnResult], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ReplayReport:
+        for event in self.session.events:
+            if cancel is not None and cancel.is_set():
+                self.report.notes.append("replay cancelled")
+                break
+            if event.kind == "user":
+                self.core.turns.append(Turn("user", event.text))
+            elif event.kind == "assistant":
+                result = self._reply(event)
+                if on_turn is not None:
+                    on_turn(result)
+            else:
+                self._command(event.text)
+        return self.report
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def _command(self, line: str) -> None:
+        if line.startswith(SKIPPED):
+            return
+        if line.startswith("/vector load"):
+            return self._load_vector(line)
+        if line.startswith("/vector rm"):
+            name = line.split()[2] if len(line.split()) > 2 else ""
+            self.core.steering.vectors.pop(name, None)
+            self.core.steering.active.pop(name, None)
+            return None
+        outcome = self.core.submit(line)
+        if outcome.job is not None:
+            outcome = self.core.run_job(outcome)
+            if not outcome.errors and line.startswith("/contrast"):
+                self._check_rebuilt(line.split()[1])
+        if outcome.errors:
+            raise ReplayError(f"{line!r} failed on replay: {outcome.errors[0]}")
+        return None
+
+    def _ref_path(self, name: str) -> Path:
+        for ref in self.session.vectors:
+            if ref.name == name:
+                try:
+                    return resolve_vector_path(self.path, ref, library_dir())
+                except SessionFileError as exc:
+                    raise ReplayError(str(exc)) from None
+        raise ReplayError(f"the session uses vector {name!r} but lists no file for it")
+
+    def _load_vector(self, line: str) -> None:
+        """Load from the session's own reference, never from the path typed at the time."""
+        try:
+            _, args = self.core.registry.parse(line)
+        except UsageError as exc:
+            raise ReplayError(f"{line!r}: {exc}") from None
+        name = args["name"] or Path(args["path"]).stem
+        if name not in {ref.name for ref in self.session.vectors}:
+            name = next(
+                (
+                    r.name
+                    for r in self.session.vectors
+                    if Path(r.path).stem == Path(args["path"]).stem
+                ),
+                name,
+            )
+        vec = load_vector(
+            self._ref_path(name), self.core.model.n_layer, self.core.model.n_embd, name=name
+        )
+        self.core.steering.vectors.pop(name, None)
+        self.core.steering.add(vec)
+
+    def _check_rebuilt(self, name: str) -> None:
+        if name not in {ref.name for ref in self.session.vectors}:
+            self.report.notes.append(f"vector {name!r} rebuilt (no stored file to compare)")
+            return
+        stored = load_vector(self._ref_path(name))
+        rebuilt = self.core.steering.vectors[name].directions
+        rel = float(
+            np.linalg.norm(rebuilt - stored.directions)
+            / max(np.linalg.norm(stored.directions), 1e-12)
+        )
+        verdict = "matches" if rel <= VECTOR_TOLERANCE else "DIFFERS FROM"
+        self.report.notes.append(
+            f"vector {name!r} rebuilt: {verdict} the stored file (relative difference {rel:.2e},"
+            f" tolerance {VECTOR_TOLERANCE})"
+        )
+        self.core.steering.vectors[name] = stored  # go on with what the session really used
+
+    # -- replies --------------------------------------------------------------------------------
+
+    def _reply(self, event: Event) -> TurnResult:
+        core = self.core
+        self._replies += 1
+        sampling = _sampling(event.sampling) if event.sampling else core.sampling
+        if event.seed is not None:
+            sampling = replace(sampling, seed=event.seed)
+        if event.interrupted:
+            sampling = replace(sampling, max_tokens=max(1, event.tokens or 1))
+        core.sampling = sampling
+        core.system = event.system or None
+        self._apply_steering(event.steering or [])
+        if core.turns and core.turns[-1].role == "assistant":  # a /regen's reply follows
+            core.turns.pop()
+        out = core.generate()
+        if out.reply is None:
+            raise ReplayError(f"reply {self._replies} could not be made: {out.errors[0]}")
+        replayed = out.reply.text
+        core.turns[-1] = Turn("assistant", event.text, out.reply, sampling, event.steering or [])
+        same = replayed == event.text
+        result = TurnResult(
+            self._replies,
+            same,
+            event.text,
+            replayed,
+            "" if same else word_diff(event.text, replayed),
+        )
+        self.report.turns.append(result)
+        return result
+
+    def _apply_steering(self, recorded: list[dict]) -> None:
+        steering = self.core.steering
+        steering.active.clear()
+        if self.no_steer:
+            return
+        if self.overrides is not None:
+            for name, strength in self.overrides.items():
+                if name not in steering.vectors:
+                    raise ReplayError(f"--steer {name}: no such vector in this session")
+                steering.activate(name, strength, None)
+            return
+        for item in recorded:
+            if item["name"] not in steering.vectors:
+                raise ReplayError(
+                    f"reply {self._replies} was steered by {item['name']!r}, "
+                    "which the session never loads or builds"
+                )
+            steering.active[item["name"]] = Active(float(item["strength"]), tuple(item["layers"]))
+
+
+def model_for(session: Session, model_path: str | None, allow_change: bool) -> tuple[Model, str]:
+    """Load the model to replay with; a different file is an error unless allowed."""
+    from engine.model import default_model_path
+
+    candidates = (
+        [Path(model_path)] if model_path else [Path(session.model.path), default_model_path()]
+    )
+    for path in candidates:
+        if path.is_file() and (model_path or file_sha256(path) == session.model.sha256):
+            break
+    else:
+        path = candidates[0]
+        if not path.is_file():
+            raise ReplayError(f"model file {path} not found: pass --model PATH")
+    warning = ""
+    if file_sha256(path) != session.model.sha256:
+        warning = (
+            f"warning: {path.name} is not the model this session was made with "
+            f"(sha256 differs from {session.model.sha256[:12]}…)"
+        )
+        if not allow_change:
+            warning += "; --check fails unless --allow-model-change"
+    return Model(path), warning

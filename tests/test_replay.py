@@ -1,0 +1,96 @@
+"""Replay on the real model: the sample sessions reproduce exactly; changes are caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repl.session_file import load_session, save_session
+from tests.conftest import ROOT, STEER
+
+SAMPLES = ROOT / "sample_sessions"
+
+
+def replay(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*STEER, "replay", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", ["plain_chat", "terse_midway", "composed_negated"])
+def test_sample_sessions_replay_identically(name: str) -> None:
+    before = snapshot(SAMPLES)
+    proc = replay(str(SAMPLES / f"{name}.toml"), "--check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    turns = sum(e.kind == "assistant" for e in load_session(SAMPLES / f"{name}.toml").events)
+    assert proc.stdout.splitlines()[-1] == f"replay: {turns} identical, 0 different"
+    assert snapshot(SAMPLES) == before  # replay writes nothing
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    shutil.copy(SAMPLES / "terse_midway.toml", tmp_path)
+    shutil.copytree(SAMPLES / "terse_midway.vectors", tmp_path / "terse_midway.vectors")
+    return tmp_path / "terse_midway.toml"
+
+
+def test_a_changed_reply_fails_the_check_with_a_word_diff(copy: Path) -> None:
+    session = load_session(copy)
+    last = [e for e in session.events if e.kind == "assistant"][-1]
+    last.text = last.text.replace("ocean", "sea", 1)
+    save_session(session, copy)
+    proc = replay(str(copy), "--check", "--jsonl")
+    assert proc.returncode == 1
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    turns = [e for e in events if e["type"] == "turn"]
+    assert [t["status"] for t in turns] == ["identical", "identical", "different"]
+    assert "[-" in turns[-1]["diff"] and "{+" in turns[-1]["diff"]
+    assert events[-1] == {"type": "summary", "identical": 2, "different": 1}
+
+
+def test_no_steer_replays_the_same_turns_unsteered(copy: Path) -> None:
+    proc = replay(str(copy), "--no-steer")
+    assert proc.returncode == 0
+    assert "turn 2 recorded: Plants make food by converting sunlight" in proc.stdout
+    assert "turn 2 replayed: Plants make food through a process called photosynthesis" in (
+        proc.stdout
+    )
+
+
+def test_another_model_file_warns_and_fails_the_check(copy: Path) -> None:
+    session = load_session(copy)
+    session.model.sha256 = "0" * 64
+    save_session(session, copy)
+    proc = replay(str(copy), "--check")
+    assert proc.returncode == 1 and "is not the model this session was made with" in proc.stdout
+    assert replay(str(copy), "--check", "--allow-model-change").returncode == 0
+
+
+def test_a_missing_vector_file_is_named(copy: Path) -> None:
+    shutil.rmtree(copy.parent / "terse_midway.vectors")
+    proc = replay(str(copy), "--check")
+    assert proc.returncode == 2 and "terse" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_a_vector_path_outside_the_session_folder_is_refused(copy: Path, tmp_path) -> None:
+    text = copy.read_text().replace(
+        'path = "terse_midway.vectors/terse.gguf"', 'path = "../../etc/terse.gguf"'
+    )
+    copy.write_text(text)
+    proc = replay(str(copy))
+    assert proc.returncode == 2 and "outside" in proc.stderr
+
+
+def test_replay_command_in_the_chat(core) -> None:
+    outcome = core.submit(f"/replay {SAMPLES / 'plain_chat.toml'}")
+    result = core.run_job(outcome)
+    assert result.info[-1] == "replay: 3 identical, 0 different"
+    assert core.turns == [] and core.steering.vectors == {}  # the chat itself is untouched
