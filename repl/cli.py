@@ -379,6 +379,8 @@ def _run_front_end(core, args: argparse.Namespace, greeting: list[str]) -> int:
         repl = PlainRepl(core, jsonl=args.jsonl, interactive=interactive)
         if interactive:
             repl.show(Outcome(info=greeting))
+            for turn in core.turns:  # a resumed session's transcript
+                print(f"> {turn.text}" if turn.role == "user" else turn.text)
         return repl.run_terminal() if interactive else repl.run_lines(sys.stdin)
     from repl.app import SteerApp
 

@@ -94,3 +94,10 @@ def test_replay_command_in_the_chat(core) -> None:
     result = core.run_job(outcome)
     assert result.info[-1] == "replay: 3 identical, 0 different"
     assert core.turns == [] and core.steering.vectors == {}  # the chat itself is untouched
+
+
+def test_steer_override_names_an_unknown_vector(copy: Path) -> None:
+    proc = replay(str(copy), "--steer", "nope=1")
+    assert proc.returncode == 2 and "--steer nope: no such vector" in proc.stderr
+    bad = replay(str(copy), "--steer", "terse")
+    assert bad.returncode == 2 and "expected NAME=STRENGTH" in bad.stderr
