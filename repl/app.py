@@ -188,6 +188,7 @@ class SteerApp(App):
         self._live: Markdown | None = None
         self._completion_start = 0
         self._job_start = 0.0
+        self._job_label = ""
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
@@ -373,6 +374,7 @@ class SteerApp(App):
         self.busy = True
         self.cancel.clear()
         self._job_start = time.monotonic()
+        self._job_label = outcome.job_label
         bar = ProgressBar(total=outcome.job_total or None, show_eta=False, id="job-bar")
         label = Static(f"{outcome.job_label}… (Esc cancels)", id="job-label", classes="note")
         transcript = self.query_one("#transcript")
@@ -392,7 +394,7 @@ class SteerApp(App):
         spent = time.monotonic() - self._job_start
         left = spent / message.done * (message.total - message.done) if message.done else 0
         self.query_one("#job-label", Static).update(
-            f"capturing {message.done}/{message.total} prompts · ~{left:.0f}s left (Esc cancels)"
+            f"{self._job_label}: {message.done}/{message.total} · ~{left:.0f}s left (Esc cancels)"
         )
 
     async def on_job_done(self, message: JobDone) -> None:

@@ -121,9 +121,7 @@ class PlainRepl:
         def show(done: int, total: int) -> None:
             spent = time.monotonic() - start
             left = spent / done * (total - done) if done else 0.0
-            self.err.write(
-                f"\r\033[K{label}: {done}/{total} prompts, ~{left:.0f}s left (Ctrl+C stops)"
-            )
+            self.err.write(f"\r\033[K{label}: {done}/{total}, ~{left:.0f}s left (Ctrl+C stops)")
             self.err.flush()
 
         return show

@@ -185,7 +185,8 @@ async def test_contrast_shows_progress_and_esc_cancels(core) -> None:
         app.start_job(outcome)
         await wait_for(pilot, lambda: app.query_one("#job-bar").progress >= 16)
         label = str(app.query_one("#job-label").render())
-        assert label.startswith("capturing ") and "/80 prompts" in label and "Esc" in label
+        assert label.startswith("capturing activations for 'slow': ") and "/80 · ~" in label
+        assert "Esc cancels" in label
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.busy)
         await pilot.pause()
