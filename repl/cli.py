@@ -305,7 +305,7 @@ def _build_vector(args: argparse.Namespace) -> int:
         if value is not None:
             words += [flag, str(value)]
     if args.raw:
-        words += ["--raw", "yes"]
+        words += ["--raw"]
     repl = PlainRepl(core, interactive=sys.stderr.isatty())
     repl.handle(shlex.join(words))
     if not repl.errors_shown:

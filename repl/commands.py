@@ -25,7 +25,8 @@ class Arg:
     """One positional argument.
 
     kind: "word" (any single word), "int", "float", "choice" (one of `choices`),
-    "command" (a command name) or "text" (the raw rest of the line, quotes optional).
+    "command" (a command name), "text" (the raw rest of the line, quotes optional) or, for
+    options only, "flag" (no value: present or not).
     """
 
     name: str
@@ -86,7 +87,10 @@ class Command:
 
     @property
     def usage(self) -> str:
-        opts = [f"[{o.name} {o.name[2:].upper()}]" for o in self.options]
+        opts = [
+            f"[{o.name}]" if o.kind == "flag" else f"[{o.name} {o.name[2:].upper()}]"
+            for o in self.options
+        ]
         return " ".join([f"/{self.name}", *(a.label for a in self.args), *opts])
 
     def option(self, word: str) -> Arg | None:
@@ -272,7 +276,7 @@ class Registry:
     def _take_options(self, cmd: Command, words, values: dict[str, Any]):
         """Bind '--name VALUE' pairs anywhere in the line; return the positional words."""
         for opt in cmd.options:
-            values[opt.name[2:].replace("-", "_")] = None
+            values[opt.name[2:].replace("-", "_")] = False if opt.kind == "flag" else None
         positional = []
         i = 0
         while i < len(words):
@@ -284,6 +288,10 @@ class Registry:
                     raise UsageError(
                         f"unknown option {word}" + (f" (did you mean {hint}?)" if hint else "")
                     )
+                if opt.kind == "flag":
+                    values[word[2:].replace("-", "_")] = True
+                    i += 1
+                    continue
                 if i + 1 >= len(words):
                     raise UsageError(f"{word} needs a value")
                 values[word[2:].replace("-", "_")] = _convert(opt, words[i + 1][0], self)
@@ -303,6 +311,8 @@ class Registry:
             return cmd.handler(core, values)
         except UsageError as exc:
             return Outcome.error(f"{exc}; usage: {cmd.usage}")
+        except Exception as exc:  # a bug must not take the session down; say what broke
+            return Outcome.error(f"internal error in /{cmd.name}: {type(exc).__name__}: {exc}")
 
     # -- completion -----------------------------------------------------------------------------
 
@@ -329,7 +339,8 @@ class Registry:
             return len(text), []
         current = (words.pop() if words else "") if rest and not rest[-1].isspace() else ""
         start = len(text) - len(current)
-        if current.startswith("--") or (words and cmd.option(words[-1])):
+        last = cmd.option(words[-1]) if words else None
+        if current.startswith("--") or (last is not None and last.kind != "flag"):
             return start, self._complete_option(cmd, core, words, current)
         index = len([w for i, w in enumerate(words) if not self._is_option_word(cmd, words, i)])
         if index >= len(cmd.args):
@@ -347,7 +358,10 @@ class Registry:
 
     @staticmethod
     def _is_option_word(cmd: Command, words: list[str], i: int) -> bool:
-        return cmd.option(words[i]) is not None or (i > 0 and cmd.option(words[i - 1]) is not None)
+        previous = cmd.option(words[i - 1]) if i > 0 else None
+        return cmd.option(words[i]) is not None or (
+            previous is not None and previous.kind != "flag"
+        )
 
     def _complete_option(
         self, cmd: Command, core: Any, words: list[str], current: str

@@ -28,8 +28,7 @@ def _fresh(core: Core) -> None:
     options=(
         Arg(
             "--bundle",
-            "choice",
-            ("yes", "no"),
+            "flag",
             help="copy every vector beside the session, so the folder can be shared",
         ),
     ),
@@ -40,7 +39,7 @@ def cmd_session_save(core: Core, args: dict[str, Any]) -> Outcome:
     try:
         if args["path"] is not None:
             _move_recording(core, Path(args["path"]).expanduser())
-        if args["bundle"] == "yes":
+        if args["bundle"]:
             _bundle(core)
         core.recorder.save()
     except (SessionFileError, OSError) as exc:
@@ -49,6 +48,8 @@ def cmd_session_save(core: Core, args: dict[str, Any]) -> Outcome:
 
 
 def _move_recording(core: Core, path: Path) -> None:
+    if path.is_dir() or not path.name:
+        raise SessionFileError(f"{path} is a folder: give a file name, e.g. {path / 'chat.toml'}")
     if path.suffix != ".toml":
         path = path.with_suffix(".toml")
     if not path.parent.is_dir():

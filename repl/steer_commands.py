@@ -97,9 +97,8 @@ def separation_report(vec: SteeringVector) -> list[str]:
         Arg("--last", "int", help="average the last K prompt tokens (default 1)"),
         Arg(
             "--raw",
-            "choice",
-            ("yes", "no"),
-            help="use pair prompts verbatim, without the chat template (default no)",
+            "flag",
+            help="use pair prompts verbatim, without the chat template",
         ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
@@ -133,7 +132,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         )
     method = args["method"] or "mean"
     provenance = provenance_for(positive, negative, pairs, source)
-    chat_format = source is None or args["raw"] != "yes"
+    chat_format = source is None or not args["raw"]
 
     def job(on_progress, cancel) -> Outcome:
         try:

@@ -108,3 +108,16 @@ def test_completion(text: str, start: int, expected: list[str]) -> None:
     assert got == expected
     if expected:
         assert got_start == start
+
+
+def test_flag_options_take_no_value() -> None:
+    reg = Registry()
+
+    @reg.command("go", "go", Arg("where", optional=True), options=(Arg("--fast", "flag"),))
+    def go(core, args):
+        return Outcome.say(f"{args['where']} {args['fast']}")
+
+    assert reg.dispatch(None, "/go --fast home").info == ["home True"]
+    assert reg.dispatch(None, "/go home").info == ["home False"]
+    assert reg.commands["go"].usage == "/go [where] [--fast]"
+    assert reg.complete(None, "/go --fast ") == (11, [])

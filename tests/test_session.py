@@ -141,7 +141,7 @@ def test_session_commands(recorded: Core, tmp_path) -> None:
     chat(recorded, "Name three colors.")
     shared = tmp_path / "share"
     shared.mkdir()
-    out = chat(recorded, f"/session save {shared / 'copy'} --bundle yes")
+    out = chat(recorded, f"/session save {shared / 'copy'} --bundle")
     assert out.info == [f"session saved to {shared / 'copy.toml'}"]
     assert (shared / "copy.vectors" / "quick.gguf").is_file()
     session = load_session(shared / "copy.toml")
