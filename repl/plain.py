@@ -39,6 +39,8 @@ def stats_line(reply) -> str:
     flag = {"interrupted": " · interrupted", "context_full": " · context full"}.get(
         reply.finish_reason, ""
     )
+    if reply.ttft_s <= 0:  # restored from a session file: no timings were kept
+        return f"[{reply.tokens} tokens{flag}]"
     return (
         f"[{reply.tokens} tokens · {reply.ttft_s:.2f}s to first token · "
         f"{reply.tokens_per_s:.1f} tok/s{flag}]"

@@ -210,3 +210,30 @@ async def test_contrast_then_steer_shows_in_the_status_bar(core) -> None:
         await pilot.press("enter")
         await pilot.pause()
         assert "steering: t +0.5 @9-13" in str(app.query_one("#status").render())
+
+
+@sync
+async def test_a_resumed_session_shows_its_transcript(model, tmp_path) -> None:
+    import shutil
+
+    from engine import ChatContext
+    from repl.session import attach, detach
+    from tests.conftest import ROOT
+
+    samples = ROOT / "sample_sessions"
+    shutil.copy(samples / "terse_midway.toml", tmp_path)
+    shutil.copytree(samples / "terse_midway.vectors", tmp_path / "terse_midway.vectors")
+    core = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
+    greeting = attach(core, tmp_path / "terse_midway.toml")
+    app = SteerApp(core, greeting)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            users = [str(w.render()) for w in app.query("Static.user")]
+            assert users == ["How do plants make food?"] * 2 + ["Why is the ocean salty?"]
+            assert str(app.query("Static.stats")[1].render()) == "[9 tokens]"
+            assert "steering: terse +1 @9-13" in str(app.query_one("#status").render())
+            notes = [str(w.render()) for w in app.query("Static.note")]
+            assert any(n.startswith("resumed session") for n in notes)
+    finally:
+        detach(core)
