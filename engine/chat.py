@@ -177,16 +177,14 @@ class ChatContext:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def _decode(self, tokens: list[int]) -> None:
-        """Evaluate tokens after the cached ones, in n_batch chunks."""
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            arr = (llama_cpp.llama_token * len(chunk))(*chunk)
-            rc = llama_cpp.llama_decode(self._ptr, llama_cpp.llama_batch_get_one(arr, len(chunk)))
-            if rc != 0:
-                self.reset()
-                raise EngineError(f"llama_decode failed with code {rc}")
-            self._cached.extend(chunk)
+    def _decode(self, chunk: list[int]) -> None:
+        """Evaluate at most n_batch tokens after the cached ones."""
+        arr = (llama_cpp.llama_token * len(chunk))(*chunk)
+        rc = llama_cpp.llama_decode(self._ptr, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+        if rc != 0:
+            self.reset()
+            raise EngineError(f"llama_decode failed with code {rc}")
+        self._cached.extend(chunk)
 
     def _prepare(self, prompt: list[int]) -> int:
         """Reuse the longest cached prefix; returns how many prompt tokens need evaluating."""

@@ -34,6 +34,15 @@ class Turn:
         return self.reply is not None and self.reply.interrupted
 
 
+def pop_last_exchange(turns: list[Turn]) -> bool:
+    """Remove the last user message and everything after it (/undo, live or replayed)."""
+    for i in range(len(turns) - 1, -1, -1):
+        if turns[i].role == "user":
+            del turns[i:]
+            return True
+    return False
+
+
 class Core:
     """State of one chat: the model's context, the transcript and the settings."""
 
@@ -171,12 +180,7 @@ class Core:
         self.sampling = replace(self.sampling, **changes)
 
     def pop_last_exchange(self) -> bool:
-        """Remove the last user message and everything after it."""
-        for i in range(len(self.turns) - 1, -1, -1):
-            if self.turns[i].role == "user":
-                del self.turns[i:]
-                return True
-        return False
+        return pop_last_exchange(self.turns)
 
 
 # Importing the command modules registers their commands in REGISTRY.

@@ -19,9 +19,9 @@ from engine.chat import ChatContext, Sampling
 from engine.model import Model
 from repl.commands import UsageError
 from repl.core import Core, Turn
-from repl.session import _sampling, file_sha256
+from repl.session import sampling_from
 from repl.session_file import Event, Session, SessionFileError, resolve_vector_path
-from repl.steering import Active, library_dir
+from repl.steering import Active, file_sha256, library_dir
 from vectors import load_vector
 
 VECTOR_TOLERANCE = 0.05  # relative norm difference allowed between rebuilt and stored vectors
@@ -184,7 +184,7 @@ class Replayer:
     def _reply(self, event: Event) -> TurnResult:
         core = self.core
         self._replies += 1
-        sampling = _sampling(event.sampling) if event.sampling else core.sampling
+        sampling = sampling_from(event.sampling) if event.sampling else core.sampling
         if event.seed is not None:
             sampling = replace(sampling, seed=event.seed)
         if event.interrupted:

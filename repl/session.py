@@ -6,13 +6,12 @@ live `Core` and restores a `Core` from one.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.chat import Reply, Sampling
-from repl.core import Core, Turn
+from repl.core import Core, Turn, pop_last_exchange
 from repl.paths import data_dir
 from repl.session_file import (
     FORMAT_VERSION,
@@ -25,7 +24,7 @@ from repl.session_file import (
     save_session,
     vectors_dir_for,
 )
-from repl.steering import Active, library_dir
+from repl.steering import Active, file_sha256, library_dir
 from vectors import save_vector
 
 
@@ -47,14 +46,6 @@ def new_session_path() -> Path:
         n += 1
         path = sessions_dir() / f"{stamp}-{n}.toml"
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sampling_dict(sampling: Sampling) -> dict:
@@ -171,7 +162,7 @@ def restore(core: Core, session: Session, path: Path) -> list[str]:
             f"this session was made with another model file ({session.model.name}, "
             f"sha256 {session.model.sha256[:12]}…); replies may differ"
         )
-    core.sampling = _sampling(session.sampling)
+    core.sampling = sampling_from(session.sampling)
     core.system = session.system or None
     for ref in session.vectors:
         vec_path = resolve_vector_path(path, ref, library_dir())
@@ -182,7 +173,7 @@ def restore(core: Core, session: Session, path: Path) -> list[str]:
     return warnings
 
 
-def _sampling(table: dict) -> Sampling:
+def sampling_from(table: dict) -> Sampling:
     """Known keys only: the file layer keeps unknown ones for writing back."""
     known = {k: table[k] for k in Sampling.__dataclass_fields__ if k in table}
     return Sampling(**known)
@@ -205,22 +196,15 @@ def turns_from_events(events: list[Event]) -> list[Turn]:
                 0,
                 event.seed,
             )
-            sampling = _sampling(event.sampling) if event.sampling else None
+            sampling = sampling_from(event.sampling) if event.sampling else None
             turns.append(Turn("assistant", event.text, reply, sampling, event.steering or []))
         elif event.text.split()[:1] == ["/clear"]:
             turns.clear()
         elif event.text.split()[:1] == ["/undo"]:
-            _pop_exchange(turns)
+            pop_last_exchange(turns)
         elif event.text.split()[:1] == ["/regen"] and turns and turns[-1].role == "assistant":
             turns.pop()
     return turns
-
-
-def _pop_exchange(turns: list[Turn]) -> None:
-    for i in range(len(turns) - 1, -1, -1):
-        if turns[i].role == "user":
-            del turns[i:]
-            return
 
 
 def attach(core: Core, path: Path | None) -> list[str]:

@@ -125,11 +125,10 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         return Outcome.error(str(exc))
     if len(pairs) < 2:
         return Outcome.error(f"need at least 2 prompt pairs, got {len(pairs)}")
-    if name in core.steering.vectors:
-        return Outcome.error(
-            f"a vector named {name!r} is already loaded: give another name, "
-            f"or /vector rm {name} first"
-        )
+    try:
+        core.steering.check_free(name)
+    except ValueError as exc:
+        return Outcome.error(str(exc))
     method = args["method"] or "mean"
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]

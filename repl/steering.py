@@ -64,7 +64,7 @@ class Active:
     layers: tuple[int, int]
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -110,7 +110,7 @@ class Steering:
 
     def add(self, vec: SteeringVector) -> None:
         """Keep a vector; an existing name is refused, never silently replaced."""
-        self._check_free(vec.name)
+        self.check_free(vec.name)
         if vec.n_layer != self.model.n_layer or vec.n_embd != self.model.n_embd:
             raise ValueError(
                 f"vector {vec.name!r} is {vec.n_layer} blocks x {vec.n_embd}; the model is "
@@ -125,14 +125,14 @@ class Steering:
             path = library_dir() / f"{where}.gguf"
         if name is not None:
             check_name(name)
-            self._check_free(name)
+            self.check_free(name)
         vec = load_vector(path, self.model.n_layer, self.model.n_embd, name=name)
         vec.name = name or safe_name(vec.name)
         vec.meta.setdefault("source", str(path))
         self.add(vec)
         return vec
 
-    def _check_free(self, name: str) -> None:
+    def check_free(self, name: str) -> None:
         if name in self.vectors:
             raise ValueError(
                 f"a vector named {name!r} is already loaded: give another name, or "
@@ -141,7 +141,7 @@ class Steering:
 
     def model_sha256(self) -> str:
         if self._model_sha256 is None:
-            self._model_sha256 = _file_sha256(self.model.path)
+            self._model_sha256 = file_sha256(self.model.path)
         return self._model_sha256
 
     # -- building -------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class Steering:
 
         Nothing is stored if capture is cancelled or fails.
         """
-        self._check_free(name)
+        self.check_free(name)
         texts = [p for p, _ in pairs] + [n for _, n in pairs]
         if chat_format:
             prompts = [self.model.chat_tokens([{"role": "user", "content": t}]) for t in texts]
