@@ -199,6 +199,65 @@ class ChatContext:
             del self._cached[common:]
         return len(prompt) - common
 
+    # -- scoring ------------------------------------------------------------------------------
+
+    def score(self, messages: list[dict[str, str]], token_ids: list[int]) -> list[float]:
+        """Log-probability of each of `token_ids` as the assistant's reply to `messages`,
+        under the steering now in force (callers measure fluency with none).
+
+        The prompt prefix is reused from the cache like a reply's; the reply's tokens are
+        evaluated in batches that ask llama.cpp for logits at every position.
+        """
+        with self._lock:
+            prompt = self.model.chat_tokens(messages)
+            tokens = prompt + list(token_ids)
+            if len(tokens) > self.n_ctx:
+                raise ContextFullError(
+                    f"context full: scoring needs {len(tokens)} tokens, the context holds "
+                    f"{self.n_ctx}"
+                )
+            if not token_ids:
+                return []
+            self._prepare(prompt)  # keeps at most len(prompt)-1 tokens: every logit is fresh
+            head = prompt[len(self._cached) : len(prompt) - 1]
+            for start in range(0, len(head), self.n_batch):
+                self._decode(head[start : start + self.n_batch])
+            # each token from the prompt's last on predicts the next one
+            tail = tokens[len(prompt) - 1 : -1]
+            scores: list[float] = []
+            for start in range(0, len(tail), self.n_batch):
+                logits = self._decode_all_logits(tail[start : start + self.n_batch])
+                for offset, row in enumerate(logits):
+                    scores.append(_log_softmax_at(row, token_ids[start + offset]))
+            return scores
+
+    def _decode_all_logits(self, chunk: list[int]) -> list[np.ndarray]:
+        """Evaluate `chunk` after the cached tokens, keeping the logits of every position."""
+        n_vocab = self.model.n_vocab
+        batch = llama_cpp.llama_batch_init(len(chunk), 0, 1)
+        try:
+            base = len(self._cached)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = base + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            batch.n_tokens = len(chunk)
+            rc = llama_cpp.llama_decode(self._ptr, batch)
+            if rc != 0:
+                self.reset()
+                raise EngineError(f"llama_decode failed with code {rc}")
+            self._cached.extend(chunk)
+            return [
+                np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits_ith(self._ptr, i), (n_vocab,)
+                ).copy()
+                for i in range(len(chunk))
+            ]
+        finally:
+            llama_cpp.llama_batch_free(batch)
+
     # -- generation ---------------------------------------------------------------------------
 
     def generate(
@@ -311,3 +370,10 @@ class ChatContext:
     def __del__(self) -> None:  # pragma: no cover
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """log p(token) from raw logits, computed stably in float64."""
+    x = logits.astype(np.float64)
+    top = x.max()
+    return float(x[token] - top - np.log(np.exp(x - top).sum()))

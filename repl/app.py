@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Markdown, OptionList, ProgressBar, Static, TextArea
 from textual.widgets.markdown import MarkdownStream
@@ -26,6 +26,9 @@ from textual.widgets.option_list import Option
 from repl.commands import Outcome
 from repl.core import Core, Turn
 from repl.plain import stats_line
+from repl.steer_commands import VectorReport
+from repl.widgets import CompareView, SteeringRack, SweepView, VectorView
+from repl.workbench import Comparison, Sweep
 
 
 class Token(Message):
@@ -174,9 +177,13 @@ class SteerApp(App):
     TITLE = "steer"
     COMMANDS = App.COMMANDS | {SlashCommands}
     BINDINGS = [
-        Binding("escape", "stop", "Stop reply"),
+        Binding("escape", "stop", "Stop"),
+        Binding("ctrl+r", "focus_rack", "Rack"),
+        Binding("ctrl+b", "toggle_rack", "Show/hide rack"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    # /compare puts its replies side by side only where both get a readable width
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
     def __init__(self, core: Core, greeting: list[str] | None = None) -> None:
         super().__init__()
@@ -189,9 +196,12 @@ class SteerApp(App):
         self._completion_start = 0
         self._job_start = 0.0
         self._job_label = ""
+        self.rack_shown: bool | None = None  # None: shown while any vector is loaded
 
     def compose(self) -> ComposeResult:
-        yield VerticalScroll(id="transcript")
+        with Horizontal(id="main"):
+            yield VerticalScroll(id="transcript")
+            yield SteeringRack(id="rack")
         yield OptionList(id="completions")
         yield ChatInput(id="input", show_line_numbers=False, compact=True)
         yield Static(id="status")
@@ -228,7 +238,18 @@ class SteerApp(App):
         for turn in self.core.turns:
             self.draw_turn(turn)
 
+    @staticmethod
+    def view_widget(view) -> Static | None:
+        if isinstance(view, VectorReport):
+            return VectorView(view)
+        if isinstance(view, Comparison):
+            return CompareView(view)
+        if isinstance(view, Sweep):
+            return SweepView(view)
+        return None
+
     def refresh_status(self, writing: bool = False) -> None:
+        self.refresh_rack()
         s = self.core.status()
         rate = f"{s['tokens_per_s']:.1f} tok/s" if s["tokens_per_s"] else "– tok/s"
         steering = s["steering"] or "none"
@@ -238,6 +259,13 @@ class SteerApp(App):
         self.query_one("#status", Static).update(line)
 
     def show(self, outcome: Outcome) -> None:
+        view = self.view_widget(outcome.view)
+        if view is not None:
+            self.query_one("#transcript").mount(view)
+            if isinstance(view, CompareView | SweepView):
+                view.focus()  # a SweepView hands focus to its table
+            # the view's top (its chart or table) matters more than the transcript's tail
+            self.call_after_refresh(view.scroll_visible, top=True, animate=False)
         for message in outcome.info:
             self.note(message)
         for message in outcome.errors:
@@ -409,3 +437,40 @@ class SteerApp(App):
             self.hide_completions()
         elif self.busy:
             self.cancel.set()
+
+    # -- the steering rack ------------------------------------------------------------------------
+
+    def refresh_rack(self) -> None:
+        rack = self.query_one(SteeringRack)
+        shown = self.rack_shown
+        rack.display = bool(self.core.steering.vectors) if shown is None else shown
+        rack.refresh()
+
+    def action_toggle_rack(self) -> None:
+        rack = self.query_one(SteeringRack)
+        self.rack_shown = not rack.display
+        self.refresh_rack()
+        if not rack.display and rack.has_focus:
+            self.focus_input()
+
+    def action_focus_rack(self) -> None:
+        self.rack_shown = True
+        self.refresh_rack()
+        self.query_one(SteeringRack).focus()
+
+    def rack_line(self, line: str) -> bool:
+        """Run a /steer line for a rack key; True if it took effect."""
+        if self.busy:
+            self.notify("steer is busy: change steering once the reply or job ends (Esc stops it)")
+            return False
+        outcome = self.core.submit(line)
+        for message in outcome.errors:
+            self.note(f"error: {message}", "error")
+        for message in outcome.info:
+            if message.startswith("warning"):
+                self.notify(message, severity="warning")
+        self.refresh_status()
+        return not outcome.errors
+
+    def focus_input(self) -> None:
+        self.query_one(ChatInput).focus()

@@ -8,8 +8,14 @@ from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 
 KEYS_HELP = """Keys (Textual app): Enter sends · Ctrl+J inserts a newline · Tab completes ·
-Esc stops a reply · Ctrl+P opens the command palette · Ctrl+Q quits.
-Keys (plain REPL): Enter sends · Tab completes · Ctrl+C stops a reply · Ctrl+D exits.
+Esc stops a reply or a job · Ctrl+P opens the command palette · Ctrl+Q quits.
+Steering rack (Textual app): Ctrl+R focuses it · Ctrl+B shows or hides it · Up/Down select a
+vector · Left/Right (or -/+) nudge its strength by 0.1, Shift for 0.5 · Space switches it on
+or off · R resets it to its recommendation · Esc goes back to typing. Each change is recorded
+like the /steer command it stands for and applies from the next reply.
+After /compare: 1 keeps the unsteered reply, 2 the steered one, 0 neither (or /pick).
+After /sweep: Up/Down show each row's reply, Enter applies that strength.
+Keys (plain REPL): Enter sends · Tab completes · Ctrl+C stops a reply or a job · Ctrl+D exits.
 A message that starts with '/' is typed as '//...'."""
 
 
@@ -21,6 +27,8 @@ A message that starts with '/' is typed as '//...'."""
 def cmd_help(core: Core, args: dict[str, Any]) -> Outcome:
     name = args["command"]
     registry = core.registry
+    if name in registry.topics:
+        return Outcome.say(registry.topics[name])
     if name in registry.commands:
         return Outcome.say(registry.commands[name].help)
     if name:  # a group such as 'vector'
@@ -29,7 +37,10 @@ def cmd_help(core: Core, args: dict[str, Any]) -> Outcome:
         )
     width = max(len(c.usage) for c in registry.commands.values())
     lines = [f"{c.usage:<{width}}  {c.summary}" for _, c in sorted(registry.commands.items())]
-    return Outcome.say("\n".join([*lines, "", KEYS_HELP]))
+    return Outcome.say("\n".join([*lines, "", "/help keys lists the keys of both front ends."]))
+
+
+REGISTRY.topics["keys"] = KEYS_HELP
 
 
 @REGISTRY.command(

@@ -56,6 +56,13 @@ class Outcome:
     job_label: str = ""
     job_total: int = 0
     job_line: str = ""  # the command line that started the job, recorded once it succeeds
+    # a structured result (a comparison, a sweep, a vector chart): the app draws it as a
+    # widget; headless front ends print view.lines() or emit view.event()
+    view: Any = None
+
+    def lines(self) -> list[str]:
+        """Everything to tell the user, as text: the view's lines, then the info."""
+        return [*(self.view.lines() if self.view is not None else []), *self.info]
 
     @classmethod
     def error(cls, message: str) -> Outcome:
@@ -160,6 +167,8 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
         raise UsageError(f"{arg.name} must be one of {', '.join(arg.choices)}, not {word!r}{more}")
     if arg.kind == "command":
         name = word.lstrip("/")
+        if name in registry.topics:
+            return name
         if name not in registry.commands and not registry.subcommands(name):
             hint = registry.suggest(name)
             raise UsageError(f"no command /{name}" + (f" (did you mean /{hint}?)" if hint else ""))
@@ -177,6 +186,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.commands: dict[str, Command] = {}
+        self.topics: dict[str, str] = {}  # /help TOPIC pages that are not commands ("keys")
 
     def add(self, command: Command) -> Command:
         if command.name in self.commands:
@@ -351,7 +361,7 @@ class Registry:
         elif arg.kind == "choice":
             options = list(arg.choices)
         elif arg.kind == "command":
-            options = self.names()
+            options = [*self.names(), *sorted(self.topics)]
         else:
             options = []
         return start, [o for o in options if o.startswith(current)]

@@ -63,6 +63,7 @@ class Core:
         self.last_reply: Reply | None = None
         self.steering = Steering(model)
         self.recorder = None  # a repl.session.Recorder when the chat is kept as a session
+        self.comparison = None  # a repl.workbench.Comparison waiting for /pick
         self._lock = threading.Lock()
 
     # -- what the model sees ----------------------------------------------------------------
@@ -71,6 +72,12 @@ class Core:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         msgs += [{"role": t.role, "content": t.text} for t in self.turns]
         return msgs
+
+    def messages_for(self, history: list[Turn], text: str) -> list[dict[str, str]]:
+        """What the model sees when `text` follows `history` (for answers kept aside)."""
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs += [{"role": t.role, "content": t.text} for t in history]
+        return [*msgs, {"role": "user", "content": text}]
 
     def active_steering(self) -> list[dict[str, Any]]:
         """The steering the next reply is made under: name, strength, layers [a, b]."""
@@ -164,6 +171,24 @@ class Core:
                 )
             return out
 
+    def answer(
+        self,
+        messages: list[dict[str, str]],
+        control: Any,
+        sampling: Sampling,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
+        """A reply under the given control buffer that joins nothing (/compare, /sweep)."""
+        with self._lock:
+            self.ctx.set_control(control)
+            return self.ctx.generate(messages, sampling, None, cancel)
+
+    def score_unsteered(self, messages: list[dict[str, str]], token_ids: list[int]) -> list[float]:
+        """Log-probability of each reply token under the model with no steering."""
+        with self._lock:
+            self.ctx.set_control(None)
+            return self.ctx.score(messages, token_ids)
+
     def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
         """Run a command's long job (see Outcome.job); failures come back as one-line errors."""
         try:
@@ -184,4 +209,9 @@ class Core:
 
 
 # Importing the command modules registers their commands in REGISTRY.
-from repl import chat_commands, session_commands, steer_commands  # noqa: E402,F401
+from repl import (  # noqa: E402,F401
+    chat_commands,
+    session_commands,
+    steer_commands,
+    workbench_commands,
+)

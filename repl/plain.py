@@ -84,7 +84,10 @@ class PlainRepl:
         self.out.flush()
 
     def show(self, outcome: Outcome) -> None:
-        for message in outcome.info:
+        event = outcome.view.event() if self.jsonl and outcome.view is not None else None
+        if event is not None:
+            self.emit(event)
+        for message in outcome.info if event is not None else outcome.lines():
             if self.jsonl:
                 self.emit({"type": "info", "message": message})
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,14 @@ from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 from repl.steering import (
     LOUD,
+    active_names,
     check_name,
     instruction_pairs,
     library_dir,
     library_names,
+    loaded_names,
     provenance_for,
+    vector_or_error,
 )
 from vectors import SteeringVector, VectorFileError, load_pairs, mix, parse_range, save_vector
 
@@ -28,22 +32,6 @@ def sparkline(values: list[float]) -> str:
     return "".join(
         BARS[max(0, min(8, round(8 * v / top)))] if math.isfinite(v) else "?" for v in values
     )
-
-
-def loaded_names(core: Core, prefix: str = "") -> list[str]:
-    return sorted(core.steering.vectors)
-
-
-def active_names(core: Core, prefix: str = "") -> list[str]:
-    return ["off", *sorted(core.steering.vectors)]
-
-
-def vector_or_error(core: Core, name: str) -> SteeringVector:
-    vec = core.steering.vectors.get(name)
-    if vec is None:
-        known = ", ".join(sorted(core.steering.vectors)) or "none loaded"
-        raise UsageError(f"no vector named {name!r} (loaded: {known}); /vector load or /contrast")
-    return vec
 
 
 def suggestion(vec: SteeringVector) -> str:
@@ -148,8 +136,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         except CaptureCancelled:
             return Outcome.error(f"/contrast {name} cancelled; nothing was built")
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
-        report = [head, *separation_report(vec), f"apply it: {suggestion(vec)}"]
-        return Outcome(info=report, changed=True)
+        return Outcome(view=VectorReport(vec, head), changed=True)
 
     return Outcome(
         job=job, job_label=f"capturing activations for {name!r}", job_total=2 * len(pairs)
@@ -286,7 +273,33 @@ def cmd_vector_list(core: Core, args: dict[str, Any]) -> Outcome:
     name=loaded_names,
 )
 def cmd_vector_show(core: Core, args: dict[str, Any]) -> Outcome:
-    return Outcome.say(describe_vector(vector_or_error(core, args["name"])))
+    return Outcome(view=VectorReport(vector_or_error(core, args["name"])))
+
+
+@dataclass
+class VectorReport:
+    """A vector's per-block picture: after /contrast (with `head`) or for /vector show."""
+
+    vector: SteeringVector
+    head: str = ""  # set when the vector was just built
+
+    def lines(self) -> list[str]:
+        vec = self.vector
+        if self.head:
+            return [self.head, *separation_report(vec), f"apply it: {suggestion(vec)}"]
+        return [describe_vector(vec)]
+
+    def event(self) -> None:
+        return None  # headless front ends print lines() as info
+
+
+def provenance(vec: SteeringVector) -> list[str]:
+    """The metadata a vector carries about how it was made, one 'key: value' per line."""
+    skip = {"separation", "effect_size", "norms", "prompts"}
+    lines = [f"{key}: {vec.meta[key]}" for key in sorted(k for k in vec.meta if k not in skip)]
+    if "prompts" in vec.meta:
+        lines.append(f"prompts: {len(vec.meta['prompts'])} neutral prompts")
+    return lines
 
 
 def describe_vector(vec: SteeringVector) -> str:
@@ -298,11 +311,7 @@ def describe_vector(vec: SteeringVector) -> str:
         *separation_report(vec),
         f"suggested: {suggestion(vec)}",
     ]
-    skip = {"separation", "effect_size", "norms", "prompts"}
-    for key in sorted(k for k in vec.meta if k not in skip):
-        lines.append(f"  {key}: {vec.meta[key]}")
-    if "prompts" in vec.meta:
-        lines.append(f"  prompts: {len(vec.meta['prompts'])} neutral prompts")
+    lines += [f"  {line}" for line in provenance(vec)]
     return "\n".join(lines)
 
 

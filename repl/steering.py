@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.capture import Probe
 from engine.model import Model
+from repl.commands import UsageError
 from repl.paths import data_dir
 from vectors import (
     UNIT_MEAN_DIFF,
@@ -84,17 +85,19 @@ class Steering:
 
     # -- applying -------------------------------------------------------------------------------
 
-    def buffer(self) -> np.ndarray | None:
-        """The control-vector buffer for llama.cpp, or None when nothing is active."""
-        if not self.active:
+    def buffer(self, active: dict[str, Active] | None = None) -> np.ndarray | None:
+        """The control-vector buffer for llama.cpp (of `active`, by default the vectors now
+        on), or None when nothing is active."""
+        items = list((self.active if active is None else active).items())
+        if not items:
             return None
-        parts = [(self.vectors[n], a.strength, a.layers) for n, a in self.active.items()]
+        parts = [(self.vectors[n], a.strength, a.layers) for n, a in items]
         return compose(parts, self.model.n_layer, self.model.n_embd)
 
     def describe(self) -> list[dict]:
         return [
             {"name": n, "strength": a.strength, "layers": list(a.layers)}
-            for n, a in self.active.items()
+            for n, a in list(self.active.items())
         ]
 
     def activate(self, name: str, strength: float | None, layers: tuple[int, int] | None) -> Active:
@@ -185,6 +188,25 @@ class Steering:
         vec = build_vector(name, acts[:n], acts[n:], method=method, meta=meta)
         self.add(vec)
         return vec
+
+
+# -- lookups shared by the command modules ---------------------------------------------------
+
+
+def loaded_names(core, prefix: str = "") -> list[str]:
+    return sorted(core.steering.vectors)
+
+
+def active_names(core, prefix: str = "") -> list[str]:
+    return ["off", *sorted(core.steering.vectors)]
+
+
+def vector_or_error(core, name: str) -> SteeringVector:
+    vec = core.steering.vectors.get(name)
+    if vec is None:
+        known = ", ".join(sorted(core.steering.vectors)) or "none loaded"
+        raise UsageError(f"no vector named {name!r} (loaded: {known}); /vector load or /contrast")
+    return vec
 
 
 def instruction_pairs(positive: str, negative: str, n: int) -> list[tuple[str, str]]:

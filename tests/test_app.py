@@ -11,6 +11,7 @@ from textual.widgets import Markdown, OptionList, Static
 from engine import ChatContext
 from repl.app import ChatInput, SteerApp, Token
 from repl.core import Core
+from repl.widgets import BlockChart, VectorView
 from tests.conftest import GREEDY, user
 
 SIZE = (100, 30)
@@ -111,7 +112,8 @@ async def test_completion_offers_help(core) -> None:
         assert app.query_one(ChatInput).text == "/help "
         await pilot.pause()
         # the next argument of /help is a command name: those are offered now
-        assert menu.display and menu.option_count == len(core.registry.names())
+        names = [*core.registry.names(), *core.registry.topics]
+        assert menu.display and menu.option_count == len(names)
         await type_text(pilot, "se")
         await pilot.pause()
         assert [menu.get_option_at_index(i).id for i in range(menu.option_count)] == [
@@ -204,8 +206,14 @@ async def test_contrast_then_steer_shows_in_the_status_bar(core) -> None:
         await pilot.press("enter")
         await wait_for(pilot, lambda: "t" in core.steering.vectors and not app.busy)
         await pilot.pause()
-        notes = [str(w.render()) for w in app.query("Static.note")]
-        assert any(n.startswith("apply it: /steer t 1 --layers") for n in notes)
+        # the separation chart and a one-line suggestion
+        view = app.query_one(VectorView)
+        chart = view.query(BlockChart).last()
+        assert chart.title.startswith("held-out effect size per block")
+        assert chart.highlight == core.steering.vectors["t"].recommended_range
+        lines = "\n".join(str(w.render()) for w in view.query(Static))
+        assert lines.startswith("built vector 't' (mean, 3 pairs)")
+        assert "apply it: /steer t 1 --layers" in lines
         await type_text(pilot, "/steer t 0.5 --layers 9-13")
         await pilot.press("enter")
         await pilot.pause()

@@ -113,7 +113,10 @@ def test_help_lists_every_command_and_explains_one(core: Core) -> None:
     listing = core.submit("/help").info[0]
     for name in REGISTRY.commands:
         assert f"/{name}" in listing
-    assert "Esc" in listing
+    assert "/help keys" in listing
+    keys = core.submit("/help keys").info[0]
+    for key in ("Esc", "Ctrl+R", "Ctrl+B", "Space", "/pick", "Ctrl+C"):
+        assert key in keys
     assert core.submit("/help /set").info[0].startswith("/set [key] [value]")
 
 

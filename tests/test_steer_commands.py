@@ -31,7 +31,7 @@ def steered_core(model, steering) -> Core:
 def say(core: Core, line: str) -> list[str]:
     outcome = core.submit(line)
     assert not outcome.errors, outcome.errors
-    return outcome.info
+    return outcome.lines()
 
 
 def error(core: Core, line: str) -> str:
@@ -153,9 +153,9 @@ def test_contrast_builds_a_vector_and_reports_separation(steered_core: Core) -> 
         outcome, lambda done, total: progress.append((done, total)), threading.Event()
     )
     assert progress[-1] == (8, 8)
-    assert result.info[0] == "built vector 'quick' (pca, 4 pairs)"
-    assert any("held-out effect size per block" in line for line in result.info)
-    assert result.info[-1].startswith("apply it: /steer quick 1 --layers ")
+    assert result.lines()[0] == "built vector 'quick' (pca, 4 pairs)"
+    assert any("held-out effect size per block" in line for line in result.lines())
+    assert result.lines()[-1].startswith("apply it: /steer quick 1 --layers ")
     vec = core.steering.vectors["quick"]
     assert vec.meta["method"] == "pca" and len(vec.meta["prompts"]) == 4
 
@@ -169,7 +169,7 @@ def test_contrast_from_a_pairs_file(steered_core: Core, tmp_path) -> None:
     )
     outcome = steered_core.submit(f"/contrast fromfile --pairs {pairs}")
     result = steered_core.run_job(outcome)
-    assert result.info[0] == "built vector 'fromfile' (mean, 3 pairs)"
+    assert result.lines()[0] == "built vector 'fromfile' (mean, 3 pairs)"
     assert steered_core.steering.vectors["fromfile"].meta["pairs_sha256"]
 
 

@@ -1,0 +1,291 @@
+"""The steering workbench's results: side-by-side comparisons and strength sweeps.
+
+Both answer one user message several ways without touching the transcript; the front ends
+draw the result (widgets in the app, text or JSON lines headless) and the user decides what,
+if anything, joins the conversation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from engine.chat import Reply, Sampling
+from repl.core import Core, Turn
+from repl.steering import Active
+
+# The fluency rule /sweep recommends by; docs/workbench.md explains the choice.
+MAX_DEGENERATION = 0.2  # share of the reply's token 3-grams that repeat an earlier one
+MAX_LOGPROB_DROP = 1.5  # nats per token below the unsteered reply, scored unsteered
+FLUENCY_RULE = (
+    f"the strongest setting (positive, unless only negatives were swept) whose reply is not "
+    f"empty, repeats at most "
+    f"{MAX_DEGENERATION:.0%} of its 3-grams and scores at most {MAX_LOGPROB_DROP:g} nat/token "
+    "below the unsteered reply under the unsteered model"
+)
+SHORT_RULE = (
+    f"fluent: not empty, ≤{MAX_DEGENERATION:.0%} repeated 3-grams, logprob ≤{MAX_LOGPROB_DROP:g} "
+    "below unsteered"
+)
+
+
+def degeneration(tokens: list[int], n: int = 3) -> float:
+    """Share of the reply's token n-grams that already occurred earlier in it.
+
+    Steering pushed too far makes a model loop; this rises towards 1 as it does.
+    """
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def fixed_seed(sampling: Sampling) -> Sampling:
+    """Sampled settings get one seed for every variant, so only the steering differs."""
+    if sampling.temperature > 0 and sampling.seed is None:
+        return replace(sampling, seed=random.getrandbits(31))
+    return sampling
+
+
+# -- /compare --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """One user message answered unsteered and under the steering of the moment."""
+
+    prompt: str
+    new_message: bool  # True: /compare PROMPT; False: the last user message was re-answered
+    sampling: Sampling
+    steering: list[dict[str, Any]]
+    unsteered: Reply
+    steered: Reply
+
+    def reply(self, which: str) -> Reply:
+        return self.steered if which == "steered" else self.unsteered
+
+    def label(self, which: str) -> str:
+        if which == "unsteered":
+            return "unsteered"
+        return "steered: " + ", ".join(
+            f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
+            for s in self.steering
+        )
+
+    def lines(self) -> list[str]:
+        out = [f"compare: {self.prompt}"]
+        for which in ("unsteered", "steered"):
+            reply = self.reply(which)
+            out += [f"--- {self.label(which)} · {reply.tokens} tokens", reply.text]
+        out.append("keep one: /pick unsteered | /pick steered | /pick neither")
+        return out
+
+    def event(self) -> dict:
+        from repl.plain import reply_event
+
+        return {
+            "type": "compare",
+            "prompt": self.prompt,
+            "unsteered": reply_event(self.unsteered, []),
+            "steered": reply_event(self.steered, self.steering),
+        }
+
+
+def compare(
+    core: Core,
+    prompt: str | None,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Comparison | None:
+    """Answer twice with the same seed; None when cancelled (nothing is kept)."""
+    history, text = _question(core, prompt)
+    messages = core.messages_for(history, text)
+    sampling = fixed_seed(core.sampling)
+    steering = core.active_steering()
+    buffer = core.steering.buffer()
+    replies = []
+    for i, control in enumerate((None, buffer)):
+        if on_progress is not None:
+            on_progress(i, 2)
+        reply = core.answer(messages, control, sampling, cancel)
+        if reply.interrupted:
+            return None
+        replies.append(reply)
+    if on_progress is not None:
+        on_progress(2, 2)
+    return Comparison(text, prompt is not None, sampling, steering, *replies)
+
+
+def _question(core: Core, prompt: str | None) -> tuple[list[Turn], str]:
+    """The turns before the message and the message: a new one, or the last user message."""
+    if prompt is not None:
+        return list(core.turns), prompt
+    for i in range(len(core.turns) - 1, -1, -1):
+        if core.turns[i].role == "user":
+            return core.turns[:i], core.turns[i].text
+    raise ValueError("nothing to compare: send a message first, or give one: /compare TEXT")
+
+
+def keep(core: Core, comparison: Comparison, which: str) -> Turn:
+    """Put the chosen reply into the transcript as if it had been answered normally."""
+    reply = comparison.reply(which)
+    if comparison.new_message:
+        core.turns.append(Turn("user", comparison.prompt))
+        if core.recorder is not None:
+            core.recorder.user(comparison.prompt)
+    elif core.turns and core.turns[-1].role == "assistant":
+        core.turns.pop()
+        if core.recorder is not None:
+            core.recorder.command("/regen")  # replays as: drop the reply, answer again
+    steering = comparison.steering if which == "steered" else []
+    turn = Turn("assistant", reply.text, reply, comparison.sampling, steering)
+    core.turns.append(turn)
+    core.last_reply = reply
+    return turn
+
+
+# -- /sweep ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepRow:
+    strength: float
+    reply: Reply
+    degeneration: float
+    logprob: float  # mean log-probability per token under the unsteered model (nan if empty)
+    fluent: bool = False
+
+    def event(self) -> dict:
+        return {
+            "strength": self.strength,
+            "tokens": self.reply.tokens,
+            "degeneration": round(self.degeneration, 4),
+            "logprob": None if math.isnan(self.logprob) else round(self.logprob, 4),
+            "fluent": self.fluent,
+            "text": self.reply.text,
+        }
+
+
+@dataclass
+class Sweep:
+    vector: str
+    layers: tuple[int, int]
+    prompt: str
+    baseline: SweepRow  # every vector off
+    rows: list[SweepRow] = field(default_factory=list)
+    others: list[dict[str, Any]] = field(default_factory=list)  # other vectors held on
+
+    @property
+    def recommended(self) -> float | None:
+        if any(r.strength > 0 for r in self.rows):
+            fluent = [r.strength for r in self.rows if r.fluent and r.strength > 0]
+            return max(fluent, default=None)
+        return min((r.strength for r in self.rows if r.fluent and r.strength < 0), default=None)
+
+    def header(self) -> str:
+        held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
+        return (
+            f"sweep {self.vector} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
+            f"prompt: {self.prompt}"
+        )
+
+    def verdict(self, short: bool = False) -> str:
+        best = self.recommended
+        rule = SHORT_RULE if short else f"rule: {FLUENCY_RULE}"
+        if best is None:
+            return f"no strength stays fluent ({rule})"
+        a, b = self.layers
+        return f"recommended: /steer {self.vector} {best:g} --layers {a}-{b} ({rule})"
+
+    def table(self) -> list[str]:
+        out = [f"{'strength':>9} {'tokens':>6} {'repeat':>6} {'logprob':>8}  fluent"]
+        for label, row in [("off", self.baseline), *((f"{r.strength:+g}", r) for r in self.rows)]:
+            lp = "–" if math.isnan(row.logprob) else f"{row.logprob:.2f}"
+            mark = "yes" if row.fluent else "no"
+            if row is not self.baseline and row.strength == self.recommended:
+                mark += "  <- recommended"
+            out.append(f"{label:>9} {row.reply.tokens:>6} {row.degeneration:>6.2f} {lp:>8}  {mark}")
+        return out
+
+    def lines(self) -> list[str]:
+        out = [self.header(), *self.table(), self.verdict()]
+        for row in self.rows:
+            out.append(f"--- {row.strength:+g} · {row.reply.tokens} tokens")
+            out.append(row.reply.text)
+        return out
+
+    def event(self) -> dict:
+        return {
+            "type": "sweep",
+            "vector": self.vector,
+            "layers": list(self.layers),
+            "prompt": self.prompt,
+            "baseline": self.baseline.event(),
+            "rows": [r.event() for r in self.rows],
+            "recommended": self.recommended,
+        }
+
+
+def sweep(
+    core: Core,
+    name: str,
+    strengths: list[float],
+    layers: tuple[int, int],
+    prompt: str | None,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Sweep | None:
+    """Answer one message at each strength of `name`; None when cancelled.
+
+    Other active vectors stay as they are, so the sweep shows what changing this one would
+    do to the next reply. Every reply is then scored by the unsteered model.
+    """
+    # a prompt of its own is answered on its own, not after a conversation it has no part in
+    history, text = ([], prompt) if prompt is not None else _question(core, None)
+    messages = core.messages_for(history, text)
+    sampling = fixed_seed(core.sampling)
+    others = [s for s in core.active_steering() if s["name"] != name]
+    total = len(strengths) + 1
+    baseline = None
+    rows = []
+    for i, strength in enumerate([None, *strengths]):
+        if on_progress is not None:
+            on_progress(i, total)
+        control = None if strength is None else _control(core, name, strength, layers)
+        reply = core.answer(messages, control, sampling, cancel)
+        if reply.interrupted:
+            return None
+        scores = core.score_unsteered(messages, reply.token_ids)
+        logprob = float(np.mean(scores)) if scores else math.nan
+        row = SweepRow(strength or 0.0, reply, degeneration(reply.token_ids), logprob)
+        if strength is None:
+            baseline = row
+        else:
+            rows.append(row)
+    if on_progress is not None:
+        on_progress(total, total)
+    result = Sweep(name, layers, text, baseline, rows, others)
+    for row in rows:
+        row.fluent = _fluent(row, baseline)
+    baseline.fluent = _fluent(baseline, baseline)
+    return result
+
+
+def _control(core: Core, name: str, strength: float, layers: tuple[int, int]) -> np.ndarray:
+    """The buffer with `name` at `strength` and every other active vector as it is."""
+    active = {**core.steering.active, name: Active(float(strength), layers)}
+    return core.steering.buffer(active)
+
+
+def _fluent(row: SweepRow, baseline: SweepRow) -> bool:
+    if row.reply.tokens == 0 or math.isnan(row.logprob):
+        return False
+    if row.degeneration > MAX_DEGENERATION:
+        return False
+    return math.isnan(baseline.logprob) or row.logprob >= baseline.logprob - MAX_LOGPROB_DROP

@@ -1,0 +1,313 @@
+"""/compare, /pick and /sweep through the command core, the plain REPL and the session file."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from engine import ChatContext, Reply
+from repl.core import Core
+from repl.plain import PlainRepl
+from repl.session import attach, detach
+from repl.session_file import load_session
+from repl.workbench import Sweep, SweepRow, degeneration
+from tests.conftest import GREEDY, user
+from vectors import compose
+
+SHORT = replace(GREEDY, max_tokens=24)
+QUESTION = "What is a volcano?"
+
+
+@pytest.fixture
+def bench_core(model, steering) -> Core:
+    core = Core(model, ChatContext(model, n_ctx=1024), SHORT)
+    core.steering = steering
+    steering.active.clear()
+    yield core
+    steering.active.clear()
+
+
+def run(core: Core, line: str, cancel: threading.Event | None = None):
+    outcome = core.submit(line)
+    assert not outcome.errors, outcome.errors
+    assert outcome.job is not None
+    return core.run_job(outcome, None, cancel)
+
+
+def fresh_reply(model, messages, buffer, sampling=SHORT) -> Reply:
+    """An independent context: what an ordinary reply under `buffer` would be."""
+    ctx = ChatContext(model, n_ctx=1024)
+    try:
+        ctx.set_control(buffer)
+        return ctx.generate(messages, sampling)
+    finally:
+        ctx.close()
+
+
+def terse_buffer(model, terse, strength: float, layers=(9, 13)):
+    return compose([(terse, strength, layers)], model.n_layer, model.n_embd)
+
+
+# -- pure logic ------------------------------------------------------------------------------
+
+
+def test_degeneration_is_the_share_of_repeated_trigrams() -> None:
+    assert degeneration([]) == 0.0 and degeneration([1, 2]) == 0.0
+    assert degeneration([1, 2, 3, 4, 5]) == 0.0
+    assert degeneration([1, 2, 3, 1, 2, 3]) == pytest.approx(1 - 3 / 4)  # 123 231 312 123
+    assert degeneration([7] * 10) == pytest.approx(1 - 1 / 8)
+
+
+def _row(strength: float, tokens: int, deg: float, logprob: float) -> SweepRow:
+    reply = Reply("x", tokens, "stop", 0.1, 1.0, 5, 5, None, list(range(tokens)))
+    return SweepRow(strength, reply, deg, logprob)
+
+
+def test_recommendation_rule_picks_the_strongest_fluent_setting() -> None:
+    from repl.workbench import _fluent
+
+    base = _row(0, 50, 0.05, -0.8)
+    rows = [
+        _row(0.5, 40, 0.05, -1.0),  # fluent
+        _row(1.0, 12, 0.10, -2.2),  # fluent: 1.4 below the baseline
+        _row(1.5, 8, 0.00, -2.5),  # too unlikely: 1.7 below
+        _row(2.0, 0, 0.0, math.nan),  # empty
+        _row(3.0, 90, 0.60, -0.3),  # loops
+    ]
+    for row in rows:
+        row.fluent = _fluent(row, base)
+    sweep = Sweep("terse", (9, 13), "q", base, rows)
+    assert [r.fluent for r in rows] == [True, True, False, False, False]
+    assert sweep.recommended == 1.0
+    assert "recommended: /steer terse 1 --layers 9-13" in sweep.verdict()
+    only_negative = Sweep("terse", (9, 13), "q", base, [_row(-1, 9, 0, -1), _row(-2, 9, 0, -1.5)])
+    for row in only_negative.rows:
+        row.fluent = _fluent(row, base)
+    assert only_negative.recommended == -2
+    nothing = Sweep("terse", (9, 13), "q", base, rows[2:])
+    assert nothing.recommended is None and nothing.verdict().startswith("no strength stays")
+
+
+# -- the engine's scoring ---------------------------------------------------------------------
+
+
+def test_score_matches_llama_cpp_python_logits(model) -> None:
+    """Log-probabilities from the batched scorer equal a reference computed by
+    llama-cpp-python's own Llama class over the same tokens."""
+    import llama_cpp
+
+    ctx = ChatContext(model, n_ctx=512)
+    messages = user("Name a colour.")
+    reply = ctx.generate(messages, replace(GREEDY, max_tokens=12))
+    scores = ctx.score(messages, reply.token_ids)
+    assert len(scores) == reply.tokens > 3
+    ref = llama_cpp.Llama(
+        str(model.path), n_ctx=512, logits_all=True, verbose=False, flash_attn=False
+    )
+    prompt = model.chat_tokens(messages)
+    ref.eval(prompt + reply.token_ids)
+    logits = np.array(ref.scores[len(prompt) - 1 : len(prompt) - 1 + reply.tokens], np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    expected = logp[np.arange(reply.tokens), reply.token_ids]
+    np.testing.assert_allclose(scores, expected, atol=0.05)
+    # greedy picked the most likely token each time
+    assert all(abs(s - row.max()) < 1e-3 for s, row in zip(scores, logp, strict=True))
+    ctx.close()
+
+
+# -- /sweep -------------------------------------------------------------------------------------
+
+
+def test_sweep_rows_match_single_replies_at_each_strength(bench_core: Core, model, terse) -> None:
+    result = run(bench_core, f'/sweep terse 0.5,1 --prompt "{QUESTION}"').view
+    assert isinstance(result, Sweep) and result.layers == (9, 13)
+    assert [r.strength for r in result.rows] == [0.5, 1.0]
+    baseline = fresh_reply(model, user(QUESTION), None)
+    assert result.baseline.reply.text == baseline.text
+    for row in result.rows:
+        single = fresh_reply(model, user(QUESTION), terse_buffer(model, terse, row.strength))
+        assert row.reply.text == single.text, row.strength
+        assert row.reply.tokens == single.tokens
+        assert row.degeneration == degeneration(single.token_ids)
+        scorer = ChatContext(model, n_ctx=1024)
+        assert row.logprob == pytest.approx(np.mean(scorer.score(user(QUESTION), single.token_ids)))
+        scorer.close()
+    assert bench_core.turns == [] and bench_core.steering.active == {}  # nothing changed
+
+
+def test_sweep_defaults_to_the_last_message_and_keeps_other_steering(bench_core: Core) -> None:
+    bench_core.submit("/vector mix half terse*0.5")
+    try:
+        bench_core.submit("/steer half 0.5")
+        bench_core.submit(QUESTION)
+        bench_core.generate()
+        before = [(t.role, t.text) for t in bench_core.turns]
+        result = run(bench_core, "/sweep terse 1 --layers 9-12").view
+        assert result.prompt == QUESTION and result.layers == (9, 12)
+        assert result.others == [{"name": "half", "strength": 0.5, "layers": [9, 13]}]
+        assert "half held at +0.5" in result.header()
+        assert [(t.role, t.text) for t in bench_core.turns] == before
+        assert set(bench_core.steering.active) == {"half"}
+    finally:
+        bench_core.steering.vectors.pop("half", None)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("/sweep terse", "missing strengths"),
+        ("/sweep terse 1,x", "strength must be a number, not 'x'"),
+        ("/sweep terse 1,nan", "finite"),
+        ("/sweep terse " + ",".join(["1"] * 13), "at most 12 strengths"),
+        ("/sweep nope 1", "no vector named 'nope'"),
+        ("/sweep terse 1", "send a message first"),
+        ("/sweep terse 1 --layers 9-99", "9-99"),
+        ("/compare", "nothing is steered"),
+        ("/pick steered", "no comparison is waiting"),
+        ("/pick both", "which must be one of unsteered, steered, neither"),
+    ],
+)
+def test_workbench_errors_are_one_line(bench_core: Core, line: str, message: str) -> None:
+    outcome = bench_core.submit(line)
+    assert len(outcome.errors) == 1 and "\n" not in outcome.errors[0]
+    assert message in outcome.errors[0]
+
+
+# -- /compare and /pick ----------------------------------------------------------------------------
+
+
+def test_compare_answers_unsteered_and_steered_and_pick_continues(
+    bench_core: Core, model, terse
+) -> None:
+    bench_core.submit("/steer terse")
+    result = run(bench_core, f"/compare {QUESTION}").view
+    assert result.unsteered.text == fresh_reply(model, user(QUESTION), None).text
+    steered = fresh_reply(model, user(QUESTION), terse_buffer(model, terse, 1.0))
+    assert result.steered.text == steered.text
+    assert result.unsteered.text != result.steered.text  # the vector does something here
+    assert bench_core.turns == []  # nothing joins until /pick
+    out = bench_core.submit("/pick unsteered")
+    assert out.transcript_changed and not out.errors
+    assert [(t.role, t.text) for t in bench_core.turns] == [
+        ("user", QUESTION),
+        ("assistant", result.unsteered.text),
+    ]
+    assert bench_core.turns[-1].steering == []
+    # the next reply is what a chat that had this history all along would say
+    bench_core.submit("Is it dangerous?")
+    # evaluate from scratch like the fresh context: llama.cpp's numerics depend on how a
+    # prompt is split into batches, which could flip a near-tie in either chat
+    bench_core.ctx.reset()
+    reply = bench_core.generate().reply
+    history = [*user(QUESTION), {"role": "assistant", "content": result.unsteered.text}]
+    expected = fresh_reply(
+        model, [*history, *user("Is it dangerous?")], terse_buffer(model, terse, 1)
+    )
+    assert reply.text == expected.text
+    assert bench_core.submit("/pick steered").errors  # a comparison is picked only once
+
+
+def test_pick_is_recorded_so_the_session_replays(model, terse, tmp_path) -> None:
+    """A kept reply is recorded like an ordinary one (with /regen when it replaces one), so
+    the session resumes to the same transcript and replays identically."""
+    from repl.replay import Replayer
+    from repl.session import turns_from_events
+    from vectors import save_vector
+
+    save_vector(terse, tmp_path / "terse.gguf", "llama")
+    bench_core = Core(model, ChatContext(model, n_ctx=1024), SHORT)
+    path = tmp_path / "cmp.toml"
+    attach(bench_core, path)
+    try:
+        bench_core.submit(f"/vector load {tmp_path / 'terse.gguf'}")
+        bench_core.submit(QUESTION)
+        bench_core.generate()
+        bench_core.submit("/steer terse")
+        comparison = run(bench_core, "/compare").view  # the last message again
+        assert comparison.prompt == QUESTION and not comparison.new_message
+        bench_core.submit("/pick steered")
+        run(bench_core, "/compare Why is the sky blue?")
+        bench_core.submit("/pick neither")
+        run(bench_core, "/compare Why is the sky blue?")
+        bench_core.submit("/pick unsteered")
+    finally:
+        detach(bench_core)
+    session = load_session(path)
+    kinds = [(e.kind, e.text if e.kind != "assistant" else None) for e in session.events]
+    assert kinds == [
+        ("command", f"/vector load {tmp_path / 'terse.gguf'}"),
+        ("user", QUESTION),
+        ("assistant", None),
+        ("command", "/steer terse"),
+        ("command", "/regen"),
+        ("assistant", None),
+        ("user", "Why is the sky blue?"),
+        ("assistant", None),
+    ]
+    steered, unsteered = session.events[5], session.events[7]
+    assert steered.steering == [{"name": "terse", "strength": 1.0, "layers": [9, 13]}]
+    assert unsteered.steering == []
+    resumed = turns_from_events(session.events)
+    assert [t.text for t in resumed] == [t.text for t in bench_core.turns]
+    report = Replayer(bench_core.model, session, path).run()
+    assert report.different == 0 and report.identical == 3
+
+
+# -- headless output and cancelling --------------------------------------------------------------
+
+
+def test_plain_repl_prints_labelled_compare_and_jsonl_events(bench_core: Core) -> None:
+    bench_core.submit("/steer terse")
+    out = io.StringIO()
+    PlainRepl(bench_core, out=out, err=io.StringIO()).handle(f"/compare {QUESTION}")
+    text = out.getvalue()
+    assert "--- unsteered · " in text and "--- steered: terse +1 @9-13 · " in text
+    assert "/pick unsteered | /pick steered | /pick neither" in text
+    out = io.StringIO()
+    repl = PlainRepl(bench_core, jsonl=True, out=out, err=io.StringIO())
+    repl.handle(f"/compare {QUESTION}")
+    repl.handle(f'/sweep terse 1,2 --prompt "{QUESTION}"')
+    compare_event, sweep_event = (json.loads(line) for line in out.getvalue().splitlines())
+    assert compare_event["type"] == "compare"
+    assert (
+        compare_event["unsteered"]["type"] == "reply"
+        and compare_event["unsteered"]["steering"] == []
+    )
+    assert compare_event["steered"]["steering"][0]["name"] == "terse"
+    assert sweep_event["type"] == "sweep" and sweep_event["vector"] == "terse"
+    assert [r["strength"] for r in sweep_event["rows"]] == [1.0, 2.0]
+    assert set(sweep_event["rows"][0]) >= {"strength", "tokens", "degeneration", "logprob", "text"}
+    assert "recommended" in sweep_event
+
+
+@pytest.mark.parametrize("line", ["/sweep terse 0.5,1,1.5,2,3", "/compare Tell me a long story."])
+def test_ctrl_c_stops_a_sweep_or_compare_and_changes_nothing(bench_core: Core, line: str) -> None:
+    """The real SIGINT path of the plain REPL: the handler sets the job's cancel event."""
+    bench_core.sampling = replace(GREEDY, max_tokens=400)
+    bench_core.submit("/steer terse")
+    bench_core.submit(QUESTION)
+    bench_core.generate()
+    before = [(t.role, t.text) for t in bench_core.turns]
+    err = io.StringIO()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    import time
+
+    start = time.monotonic()
+    PlainRepl(bench_core, out=io.StringIO(), err=err).handle(line)
+    took = time.monotonic() - start
+    timer.join()
+    assert "cancelled; nothing changed" in err.getvalue()
+    assert took < 5, took  # one 400-token reply alone takes longer
+    assert [(t.role, t.text) for t in bench_core.turns] == before
+    assert bench_core.comparison is None
+    assert bench_core.submit("Thanks!").generate and bench_core.generate().reply is not None
