@@ -99,12 +99,65 @@ def steered_decode(model: Model, steering: Steering, rounds: int, n_tokens: int)
     )
 
 
+def workbench(model: Model, steering: Steering, rounds: int) -> None:
+    """What /sweep costs beyond the replies it makes: scoring each reply unsteered."""
+    from repl.core import Core
+    from repl.workbench import sweep
+
+    sampling = Sampling(temperature=0, max_tokens=256)
+    ctx = ChatContext(model, n_ctx=2048)
+    reply = ctx.generate(STORY, sampling)
+    score_rates = []
+    for _ in range(rounds):
+        ctx.reset()
+        start = time.perf_counter()
+        ctx.score(STORY, reply.token_ids)
+        score_rates.append(reply.tokens / (time.perf_counter() - start))
+    print(f"score a {reply.tokens}-token reply unsteered (batched logits), median of {rounds}:")
+    print(f"  {statistics.median(score_rates):7.1f} tok/s vs decode {reply.tokens_per_s:.1f} tok/s")
+    ctx.close()
+
+    core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0, max_tokens=128))
+    core.steering = steering
+    strengths = [0.5, 1.0, 1.5, 2.0, 3.0]
+    question = "Why is the sky blue?"
+    ratios = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = sweep(core, "terse", strengths, (9, 13), question)
+        spent = time.perf_counter() - start
+        singles = 0.0
+        for strength in [None, *strengths]:
+            buf = (
+                None
+                if strength is None
+                else compose(
+                    [(steering.vectors["terse"], strength, (9, 13))], model.n_layer, model.n_embd
+                )
+            )
+            one = ChatContext(model, n_ctx=2048)
+            one.set_control(buf)
+            t0 = time.perf_counter()
+            one.generate([{"role": "user", "content": question}], core.sampling)
+            singles += time.perf_counter() - t0
+            one.close()
+        ratios.append(spent / singles)
+    rows = ", ".join(f"{r.strength:g}:{r.reply.tokens}" for r in result.rows)
+    print(f"/sweep terse {len(strengths)} strengths + baseline, 128-token cap ({rows} tokens):")
+    print(
+        f"  last run {spent:5.2f} s; sweep / the same replies made one by one: "
+        f"{statistics.median(ratios):.2f} (median of {rounds}; "
+        f"min {min(ratios):.2f}, max {max(ratios):.2f})"
+    )
+
+
 def main() -> None:
     model = Model()
     print(f"model: {model.name}")
     steering = build_time(model)
     capture_throughput(model, 3)
     steered_decode(model, steering, 8, 256)
+    workbench(model, steering, 5)
 
 
 if __name__ == "__main__":

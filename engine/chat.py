@@ -227,11 +227,11 @@ class ChatContext:
             scores: list[float] = []
             for start in range(0, len(tail), self.n_batch):
                 logits = self._decode_all_logits(tail[start : start + self.n_batch])
-                for offset, row in enumerate(logits):
-                    scores.append(_log_softmax_at(row, token_ids[start + offset]))
+                targets = np.asarray(token_ids[start : start + len(logits)])
+                scores += _log_softmax_at(logits, targets).tolist()
             return scores
 
-    def _decode_all_logits(self, chunk: list[int]) -> list[np.ndarray]:
+    def _decode_all_logits(self, chunk: list[int]) -> np.ndarray:
         """Evaluate `chunk` after the cached tokens, keeping the logits of every position."""
         n_vocab = self.model.n_vocab
         batch = llama_cpp.llama_batch_init(len(chunk), 0, 1)
@@ -249,12 +249,9 @@ class ChatContext:
                 self.reset()
                 raise EngineError(f"llama_decode failed with code {rc}")
             self._cached.extend(chunk)
-            return [
-                np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits_ith(self._ptr, i), (n_vocab,)
-                ).copy()
-                for i in range(len(chunk))
-            ]
+            # every row was asked for, so llama.cpp keeps them in batch order, contiguous
+            rows = llama_cpp.llama_get_logits(self._ptr)
+            return np.ctypeslib.as_array(rows, (len(chunk), n_vocab)).copy()
         finally:
             llama_cpp.llama_batch_free(batch)
 
@@ -372,8 +369,9 @@ class ChatContext:
             self.close()
 
 
-def _log_softmax_at(logits: np.ndarray, token: int) -> float:
-    """log p(token) from raw logits, computed stably in float64."""
-    x = logits.astype(np.float64)
-    top = x.max()
-    return float(x[token] - top - np.log(np.exp(x - top).sum()))
+def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """log p(token) for each row of raw logits, computed stably."""
+    top = logits.max(axis=1, keepdims=True)
+    norm = np.log(np.exp(logits - top).sum(axis=1, dtype=np.float64))
+    picked = logits[np.arange(len(tokens)), tokens].astype(np.float64)
+    return picked - top[:, 0] - norm

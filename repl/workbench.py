@@ -66,6 +66,11 @@ class Comparison:
     steering: list[dict[str, Any]]
     unsteered: Reply
     steered: Reply
+    context: tuple = ()  # the transcript and system prompt it answered after (see `stale`)
+
+    def stale(self, core: Core) -> bool:
+        """A kept reply must follow the conversation it was made for, under the same prompt."""
+        return self.context != _context(core)
 
     def reply(self, which: str) -> Reply:
         return self.steered if which == "steered" else self.unsteered
@@ -119,7 +124,11 @@ def compare(
         replies.append(reply)
     if on_progress is not None:
         on_progress(2, 2)
-    return Comparison(text, prompt is not None, sampling, steering, *replies)
+    return Comparison(text, prompt is not None, sampling, steering, *replies, _context(core))
+
+
+def _context(core: Core) -> tuple:
+    return (core.system, tuple((t.role, t.text) for t in core.turns))
 
 
 def _question(core: Core, prompt: str | None) -> tuple[list[Turn], str]:

@@ -60,6 +60,10 @@ def cmd_pick(core: Core, args: dict[str, Any]) -> Outcome:
         return Outcome.error("no comparison is waiting: /compare first")
     core.comparison = None
     which = args["which"]
+    if comparison.stale(core):
+        return Outcome.error(
+            "the conversation or system prompt changed since /compare: /compare again"
+        )
     if which == "neither":
         return Outcome.say("kept neither reply; the conversation is unchanged")
     turn = keep(core, comparison, which)

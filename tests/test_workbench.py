@@ -216,6 +216,22 @@ def test_compare_answers_unsteered_and_steered_and_pick_continues(
     assert bench_core.submit("/pick steered").errors  # a comparison is picked only once
 
 
+@pytest.mark.parametrize("change", ["Something else", "/system Be brief.", "/undo"])
+def test_pick_refuses_when_the_conversation_moved_on(bench_core: Core, change: str) -> None:
+    bench_core.submit(QUESTION)
+    bench_core.generate()
+    bench_core.submit("/steer terse")
+    run(bench_core, "/compare")
+    if bench_core.submit(change).generate:
+        bench_core.generate()
+    before = [(t.role, t.text) for t in bench_core.turns]
+    outcome = bench_core.submit("/pick steered")
+    assert outcome.errors == [
+        "the conversation or system prompt changed since /compare: /compare again"
+    ]
+    assert [(t.role, t.text) for t in bench_core.turns] == before
+
+
 def test_pick_is_recorded_so_the_session_replays(model, terse, tmp_path) -> None:
     """A kept reply is recorded like an ordinary one (with /regen when it replaces one), so
     the session resumes to the same transcript and replays identically."""
