@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,11 +178,17 @@ LINES = st.one_of(
 )
 
 
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> None:
+    """Random lines include '/session save 0': keep what they write out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(line=LINES)
-def test_no_input_line_raises(core: Core, line: str) -> None:
+def test_no_input_line_raises(core: Core, in_tmp: None, line: str) -> None:
     outcome = core.submit(line)
     for message in outcome.errors:
         assert message and "\n" not in message and "internal error" not in message
