@@ -63,6 +63,8 @@ class Core:
         self.last_reply: Reply | None = None
         self.steering = Steering(model)
         self.recorder = None  # a repl.session.Recorder when the chat is kept as a session
+        # set by /regen: the reply it took away ([] if none), put back if no new one is made
+        self.regen_backup: list[Turn] | None = None
         self._lock = threading.Lock()
 
     # -- what the model sees ----------------------------------------------------------------
@@ -139,18 +141,19 @@ class Core:
     ) -> Outcome:
         """Answer the last user turn; the reply (possibly partial) joins the transcript.
 
-        If no reply can be made, the user turn that asked for it is taken back so the
-        transcript never holds two user turns in a row.
+        If no reply can be made, the transcript goes back to what it was before the line
+        that asked for it: a new message is taken back (so the transcript never holds two user
+        turns in a row), a /regen gets its old reply back. The session file follows.
         """
         with self._lock:
+            backup, self.regen_backup = self.regen_backup, None
             if not self.turns or self.turns[-1].role != "user":
                 return Outcome.error("nothing to reply to: send a message first")
             try:
                 self.ctx.set_control(self.steering.buffer())
                 reply = self.ctx.generate(self.messages(), self.sampling, on_token, cancel)
             except (ContextFullError, EngineError) as exc:
-                self.turns.pop()
-                return Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
+                return self._unanswered(exc, backup)
             steering = self.active_steering()
             turn = Turn("assistant", reply.text, reply, self.sampling, steering)
             self.turns.append(turn)
@@ -163,6 +166,18 @@ class Core:
                     "use /undo or /clear to make room"
                 )
             return out
+
+    def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
+        """Undo the line that asked for a reply that could not be made, live and on disk."""
+        if backup is not None:
+            self.turns.extend(backup)
+            out = Outcome(errors=[f"{exc} (the last reply is kept)"], transcript_changed=True)
+            self._record(out, lambda r: r.retract("command", "/regen"))
+        else:
+            self.turns.pop()
+            out = Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
+            self._record(out, lambda r: r.retract("user"))
+        return out
 
     def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
         """Run a command's long job (see Outcome.job); failures come back as one-line errors."""

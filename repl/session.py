@@ -85,6 +85,13 @@ class Recorder:
     def command(self, line: str) -> None:
         self.events.append(Event(kind="command", text=line))
 
+    def retract(self, kind: str, prefix: str = "") -> None:
+        """Forget the last event if it is of this kind (and starts with prefix): the line it
+        records was taken back because no reply could be made for it."""
+        last = self.events[-1] if self.events else None
+        if last is not None and last.kind == kind and last.text.startswith(prefix):
+            self.events.pop()
+
     def reply(self, turn: Turn) -> None:
         reply = turn.reply
         self.events.append(

@@ -110,6 +110,23 @@ def test_context_full_takes_the_message_back(model) -> None:
     assert "context full" in outcome.errors[0] and "/clear" in outcome.errors[0]
 
 
+def test_a_failed_regen_keeps_the_transcript_as_it_was(model) -> None:
+    small = Core(model, ChatContext(model, n_ctx=256), Sampling(temperature=0.0, max_tokens=8))
+    first = chat(small, "Name a color.")
+    small.submit("/system " + "word " * 300)  # the conversation no longer fits
+    outcome = small.submit("/regen")
+    assert outcome.generate
+    done = small.generate()
+    assert done.reply is None and "context full" in done.errors[0]
+    assert "last reply is kept" in done.errors[0]
+    assert [(t.role, t.text) for t in small.turns] == [
+        ("user", "Name a color."),
+        ("assistant", first),
+    ]
+    small.submit("/system off")
+    assert small.submit("/regen").generate and small.generate().reply.text == first
+
+
 def test_help_lists_every_command_and_explains_one(core: Core) -> None:
     listing = core.submit("/help").info[0]
     for name in REGISTRY.commands:

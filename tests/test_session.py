@@ -155,3 +155,19 @@ def test_session_commands(recorded: Core, tmp_path) -> None:
     assert [t.role for t in recorded.turns] == ["user", "assistant"]
     assert "quick" in recorded.steering.vectors
     assert "no session file" in chat(recorded, f"/session load {tmp_path / 'nope.toml'}").errors[0]
+
+
+def test_a_refused_message_or_regen_is_not_left_in_the_session_file(model, tmp_path) -> None:
+    core = Core(model, ChatContext(model, n_ctx=256), GREEDY)
+    attach(core, tmp_path / "small.toml")
+    try:
+        chat(core, "/set max_tokens 8")
+        chat(core, "Name a color.")
+        assert "message not sent" in chat(core, "word " * 400).errors[0]
+        chat(core, "/system " + "word " * 300)
+        assert "last reply is kept" in chat(core, "/regen").errors[0]
+    finally:
+        detach(core)
+    events = load_session(tmp_path / "small.toml").events
+    assert [e.kind for e in events] == ["command", "user", "assistant", "command"]
+    assert events[-1].text.startswith("/system")
