@@ -236,6 +236,11 @@ class Registry:
             raise UsageError(f"unknown subcommand /{name} {sub}{more}")
         return f"{name} {sub}", rest
 
+    def command_name(self, line: str) -> str:
+        """The registered command a '/...' line runs ('vector save'), however it is spaced;
+        raises UsageError when it names none."""
+        return self._resolve(line.strip()[1:])[0]
+
     # -- parsing ------------------------------------------------------------------------------
 
     def parse(self, line: str) -> tuple[Command, dict[str, Any]]:

@@ -21,11 +21,14 @@ from repl.commands import UsageError
 from repl.core import Core, Turn
 from repl.session import sampling_from
 from repl.session_file import Event, Session, SessionFileError, resolve_vector_path
-from repl.steering import Active, file_sha256, library_dir
+from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import load_vector
 
 VECTOR_TOLERANCE = 0.05  # relative norm difference allowed between rebuilt and stored vectors
-SKIPPED = ("/vector save", "/help", "/session")
+# The commands replay runs, by registered name. A session file may come from someone else, so
+# anything else it holds (/vector save, /session save, /replay, ...) is skipped, never run:
+# replay must not write files or start another replay.
+REPLAYED = ("set", "system", "steer", "contrast", "vector mix", "undo", "clear", "regen")
 
 
 class ReplayError(Exception):
@@ -113,14 +116,21 @@ class Replayer:
     # -- commands -------------------------------------------------------------------------------
 
     def _command(self, line: str) -> None:
-        if line.startswith(SKIPPED):
-            return
-        if line.startswith("/vector load"):
+        try:
+            command = self.core.registry.command_name(line)
+        except UsageError as exc:  # a newer steer's command, or a tampered file
+            self.report.notes.append(f"skipped {line[:60]!r}: {exc}")
+            return None
+        if command == "vector load":
             return self._load_vector(line)
-        if line.startswith("/vector rm"):
-            name = line.split()[2] if len(line.split()) > 2 else ""
+        if command == "vector rm":  # forget it; the library copy is not the replay's to delete
+            name = self._parse(line)["name"]
             self.core.steering.vectors.pop(name, None)
             self.core.steering.active.pop(name, None)
+            return None
+        if command not in REPLAYED:
+            if command not in ("vector save", "help"):
+                self.report.notes.append(f"skipped /{command} (replay runs no such command)")
             return None
         outcome = self.core.submit(line)
         if outcome.job is not None:
@@ -140,13 +150,20 @@ class Replayer:
                     raise ReplayError(str(exc)) from None
         raise ReplayError(f"the session uses vector {name!r} but lists no file for it")
 
+    def _parse(self, line: str) -> dict:
+        try:
+            return self.core.registry.parse(line)[1]
+        except UsageError as exc:
+            raise ReplayError(f"{line[:60]!r}: {exc}") from None
+
     def _load_vector(self, line: str) -> None:
         """Load from the session's own reference, never from the path typed at the time."""
-        try:
-            _, args = self.core.registry.parse(line)
-        except UsageError as exc:
-            raise ReplayError(f"{line!r}: {exc}") from None
+        args = self._parse(line)
         name = args["name"] or Path(args["path"]).stem
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise ReplayError(f"{line[:60]!r}: {exc}") from None
         if name not in {ref.name for ref in self.session.vectors}:
             name = next(
                 (

@@ -24,7 +24,7 @@ from repl.session_file import (
     save_session,
     vectors_dir_for,
 )
-from repl.steering import Active, file_sha256, library_dir
+from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import save_vector
 
 
@@ -142,7 +142,7 @@ class Recorder:
                 return self._ref(name, Path(raw))
         target = self._written.get(name)
         if target is None:
-            target = vectors_dir_for(self.path) / f"{name}.gguf"
+            target = vectors_dir_for(self.path) / f"{check_name(name)}.gguf"
             target.parent.mkdir(parents=True, exist_ok=True)
             save_vector(vec, target, self.core.model.metadata("general.architecture") or "")
             self._written[name] = target
