@@ -14,6 +14,7 @@ from typing import Any
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
 from engine.model import Model
 from repl.commands import Outcome, Registry
+from repl.session_file import SessionFileError
 from repl.steering import Steering
 
 REGISTRY = Registry()
@@ -125,9 +126,10 @@ class Core:
         event(self.recorder)
         try:
             self.recorder.save()
-        except OSError as exc:
+        except (OSError, SessionFileError) as exc:  # disk full, read-only folder, ...
+            why = getattr(exc, "strerror", None) or str(exc)
             outcome.errors.append(
-                f"autosave to {self.recorder.path} failed ({exc.strerror or exc}); the session "
+                f"autosave to {self.recorder.path} failed ({why}); the session "
                 "is still in memory: /session save PATH to keep it elsewhere"
             )
 

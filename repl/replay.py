@@ -93,25 +93,33 @@ class Replayer:
         self.no_steer = no_steer
         self.report = ReplayReport()
         self._replies = 0
+        self._cancel: threading.Event | None = None
 
     def run(
         self,
         on_turn: Callable[[TurnResult], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> ReplayReport:
+        self._cancel = cancel
         for event in self.session.events:
-            if cancel is not None and cancel.is_set():
-                self.report.notes.append("replay cancelled")
+            if self.cancelled:
                 break
             if event.kind == "user":
                 self.core.turns.append(Turn("user", event.text))
             elif event.kind == "assistant":
                 result = self._reply(event)
-                if on_turn is not None:
+                if result is not None and on_turn is not None:
                     on_turn(result)
             else:
                 self._command(event.text)
+        if self.cancelled:
+            self.report.notes.append("replay cancelled")
         return self.report
+
+    @property
+    def cancelled(self) -> bool:
+        """Ctrl+C / Esc: stop at once, mid-reply or mid-/contrast; replay writes nothing."""
+        return self._cancel is not None and self._cancel.is_set()
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -134,7 +142,9 @@ class Replayer:
             return None
         outcome = self.core.submit(line)
         if outcome.job is not None:
-            outcome = self.core.run_job(outcome)
+            outcome = self.core.run_job(outcome, None, self._cancel)
+            if self.cancelled:
+                return None
             if not outcome.errors and line.startswith("/contrast"):
                 self._check_rebuilt(line.split()[1])
         if outcome.errors:
@@ -198,7 +208,7 @@ class Replayer:
 
     # -- replies --------------------------------------------------------------------------------
 
-    def _reply(self, event: Event) -> TurnResult:
+    def _reply(self, event: Event) -> TurnResult | None:
         core = self.core
         self._replies += 1
         sampling = sampling_from(event.sampling) if event.sampling else core.sampling
@@ -211,7 +221,9 @@ class Replayer:
         self._apply_steering(event.steering or [])
         if core.turns and core.turns[-1].role == "assistant":  # a /regen's reply follows
             core.turns.pop()
-        out = core.generate()
+        out = core.generate(None, self._cancel)
+        if self.cancelled:
+            return None
         if out.reply is None:
             raise ReplayError(f"reply {self._replies} could not be made: {out.errors[0]}")
         replayed = out.reply.text

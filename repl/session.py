@@ -20,6 +20,7 @@ from repl.session_file import (
     Session,
     SessionLock,
     VectorRef,
+    remove_stale_temp_files,
     resolve_vector_path,
     save_session,
     vectors_dir_for,
@@ -72,6 +73,11 @@ class Recorder:
         self.path = path
         self.lock = SessionLock(path)
         self.lock.acquire()
+        # ours alone now: temporary files here are what a killed steer left mid-save
+        remove_stale_temp_files(path.parent, path.name)
+        vectors = vectors_dir_for(path)
+        if vectors.is_dir():
+            remove_stale_temp_files(vectors)
         self.created = created or now()
         self.events: list[Event] = list(events or [])
         self.extra = dict(extra or {})

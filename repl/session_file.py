@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import sleep
 from typing import Any, NoReturn
 
 import tomli_w
@@ -181,6 +182,7 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> None:
     try:
         _write_synced(fd, text.encode("utf-8"))
         os.chmod(tmp, _mode_for(target))
+        _test_pause(target)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -191,6 +193,30 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> None:
             ) from None
         raise
     _fsync_dir(target.parent)
+
+
+def _test_pause(target: Path) -> None:
+    """Crash tests only (tests/test_crash.py): with STEER_TEST_SAVE_PAUSE=SECONDS, stop between
+    writing the temporary file and renaming it, and say so, so a test can kill steer there."""
+    pause = os.environ.get("STEER_TEST_SAVE_PAUSE")
+    if pause:
+        os.write(2, f"steer-test: about to rename {target.name}\n".encode())
+        sleep(float(pause))
+
+
+def remove_stale_temp_files(folder: Path, name: str | None = None) -> None:
+    """Remove the temporary files a killed steer left while saving `name` (any file when
+    None) in `folder`. Only the holder of the session's lock may call this: nobody else
+    writes the session or its vectors folder."""
+    pattern = f".{glob_escape(name)}.*.tmp" if name else ".*.tmp"
+    with contextlib.suppress(OSError):
+        for tmp in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _event_doc(event: Event) -> dict:
