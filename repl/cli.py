@@ -216,6 +216,9 @@ def run_replay(args: argparse.Namespace) -> int:
     except (SessionFileError, ReplayError) as exc:
         say("error", str(exc))
         return 2
+    except KeyboardInterrupt:  # Ctrl+C before the replay started (model loading)
+        say("info", "replay cancelled")
+        return 130
     except Exception as exc:  # a vector file or model that fails to load: one line
         say("error", f"{type(exc).__name__}: {exc}")
         return 2
