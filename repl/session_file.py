@@ -45,6 +45,13 @@ _EXAMPLE_TIME = "2026-11-29T10:00:00+00:00"
 FORMAT_DOC = "see docs/session-format.md"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _AT_END = " (at end of document)"
+MAX_DEPTH = 64
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*"""
+# Anchored where a key can start and possessive (++), so it stays linear on any text.
+_DEEP_KEY = re.compile(
+    rf"(?:^|(?<=[\[{{,]))[ \t]*(?:{_KEY_PART}\.[ \t]*){{{MAX_DEPTH},}}+{_KEY_PART}[=\]]",
+    re.MULTILINE,
+)
 _TOML_POSITION = re.compile(r"^(?P<reason>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -303,16 +310,33 @@ def from_toml(text: str, where: str) -> Session:
     """Parse and validate session TOML; `where` names the file in error messages."""
     if not text.strip():
         raise SessionFileError(f"{where}: empty session file; delete it or start a new session")
+    _check_nesting(where, text)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SessionFileError(_syntax_message(where, text, exc)) from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise SessionFileError(_too_deep(where)) from None
     if not doc:
         raise SessionFileError(
             f"{where}: empty session file (no keys, only comments); "
             "delete it or start a new session"
         )
     return _session(_Fields(where), doc)
+
+
+def _check_nesting(where: str, text: str) -> None:
+    """Refuse absurdly long dotted keys before tomllib sees them: its memory grows with the
+    square of their depth (a 200 KB file of `a.b.b.b...` takes gigabytes)."""
+    if _DEEP_KEY.search(text):
+        raise SessionFileError(_too_deep(where))
+
+
+def _too_deep(where: str) -> str:
+    return (
+        f"{where}: tables or arrays nested more than {MAX_DEPTH} deep; a session file is "
+        f"never nested like that, so this is not one ({FORMAT_DOC})"
+    )
 
 
 def _read_bytes(where: str) -> bytes:
