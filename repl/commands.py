@@ -167,6 +167,10 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
     return word
 
 
+def one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _closest(word: str, options: Sequence[str]) -> str | None:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return match[0] if match else None
@@ -307,7 +311,13 @@ class Registry:
         return positional
 
     def dispatch(self, core: Any, line: str) -> Outcome:
-        """Run one slash-command line; never raises for anything the user typed."""
+        """Run one slash-command line; never raises for anything the user typed, and every
+        error is one line (a typed newline inside a path or name is shown escaped)."""
+        outcome = self._dispatch(core, line)
+        outcome.errors = [one_line(e) for e in outcome.errors]
+        return outcome
+
+    def _dispatch(self, core: Any, line: str) -> Outcome:
         try:
             cmd, values = self.parse(line)
         except UsageError as exc:
