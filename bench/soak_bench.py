@@ -106,6 +106,7 @@ def run(turns: int, max_tokens: int, ctx: int) -> dict:
     rows = []  # (turn, turns since /clear, seconds, tokens, steering changed before it)
     since_clear = 0
     start_rss = None
+    samples: list[tuple[int, int]] = []  # (turn, VmRSS KiB)
     for turn in range(1, turns + 1):
         if turn > 1 and (turn - 1) % CLEAR_EVERY == 0:
             chat.command("/clear")
@@ -119,6 +120,8 @@ def run(turns: int, max_tokens: int, ctx: int) -> dict:
         rows.append((turn, since_clear, time.perf_counter() - t, reply["tokens"], changed))
         if turn == 1:
             start_rss = rss_kib(chat.proc.pid)
+        if turn in (1, 25) or turn % 50 == 0:
+            samples.append((turn, rss_kib(chat.proc.pid)["VmRSS"]))
     end_rss = rss_kib(chat.proc.pid)
     code = chat.close()
     t = time.perf_counter()
@@ -137,6 +140,7 @@ def run(turns: int, max_tokens: int, ctx: int) -> dict:
         "build_s": round(build_s, 2),
         "rss_start_kib": start_rss,
         "rss_end_kib": end_rss,
+        "rss_samples": samples,
         "rows": rows,
         "session_bytes": session.stat().st_size,
         "replay_exit": replay.returncode,
@@ -163,6 +167,8 @@ def report(result: dict) -> None:
         f"RSS after turn 1: {s['VmRSS'] / 1024:.1f} MiB; after turn {result['turns']}: "
         f"{e['VmRSS'] / 1024:.1f} MiB (peak {e['VmHWM'] / 1024:.1f} MiB)"
     )
+    shown = ", ".join(f"{t}: {kib / 1024:.1f}" for t, kib in result["rss_samples"])
+    print(f"RSS by turn (MiB): {shown}")
     print("time per turn by turns since /clear (context growth; turns after a steering change")
     print("are apart: the change re-reads the whole conversation under the new steering):")
     for lo in range(1, CLEAR_EVERY + 1, 5):

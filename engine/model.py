@@ -35,7 +35,7 @@ class TemplateError(Exception):
 # Stand-ins for message text while locating it in the rendered prompt (private-use characters).
 _MARK = re.compile("\ue000(\\d+)\ue001")
 _MARK_CHARS = ("\ue000", "\ue001")
-_PROBE = [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"}]
+_PROBE = [{"role": "user", "content": "Hi"}]  # some templates refuse a system role
 
 
 def default_model_path() -> Path:

@@ -170,10 +170,6 @@ class Replayer:
         """Load from the session's own reference, never from the path typed at the time."""
         args = self._parse(line)
         name = args["name"] or Path(args["path"]).stem
-        try:
-            check_name(name)
-        except ValueError as exc:
-            raise ReplayError(f"{line[:60]!r}: {exc}") from None
         if name not in {ref.name for ref in self.session.vectors}:
             name = next(
                 (
@@ -183,6 +179,10 @@ class Replayer:
                 ),
                 name,
             )
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise ReplayError(f"{line[:60]!r}: {exc}") from None
         vec = load_vector(
             self._ref_path(name), self.core.model.n_layer, self.core.model.n_embd, name=name
         )
