@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 import numpy as np
 
-from engine.model import Model
+from engine.model import Model, TemplateError
 
 
 class EngineError(Exception):
@@ -274,7 +274,10 @@ class ChatContext:
 
     def _generate(self, messages, sampling, on_token, cancel) -> Reply:
         t0 = time.perf_counter()
-        prompt = self.model.chat_tokens(messages)
+        try:
+            prompt = self.model.chat_tokens(messages)
+        except TemplateError as exc:
+            raise EngineError(str(exc)) from None
         if len(prompt) >= self.n_ctx:
             raise ContextFullError(
                 f"context full: the conversation is {len(prompt)} tokens and the context holds "

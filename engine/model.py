@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -25,6 +26,16 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelLoadError(Exception):
     """The model file could not be used; the message says why in one line."""
+
+
+class TemplateError(Exception):
+    """The model's chat template cannot render this conversation; the message is one line."""
+
+
+# Stand-ins for message text while locating it in the rendered prompt (private-use characters).
+_MARK = re.compile("\ue000(\\d+)\ue001")
+_MARK_CHARS = ("\ue000", "\ue001")
+_PROBE = [{"role": "user", "content": "Hi"}]  # some templates refuse a system role
 
 
 def default_model_path() -> Path:
@@ -77,13 +88,29 @@ class Model:
             )
         self.chat_template = template
         self._prompt_tokens = PieceTokenizer(
-            self.vocab, self.n_vocab, self.token_text, lambda text: self.tokenize(text)
+            self.vocab,
+            self.n_vocab,
+            self.token_text,
+            lambda text, special: self.tokenize(text, parse_special=special),
         )
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self.token_text(llama_cpp.llama_vocab_eos(self.vocab)),
-            bos_token=self.token_text(llama_cpp.llama_vocab_bos(self.vocab)),
-        )
+        self._formatter = self._load_template(template)
+
+    def _load_template(self, template: str) -> Jinja2ChatFormatter:
+        """Compile the chat template and try it once, so a broken or hostile template is one
+        clear error before any UI starts. It runs in llama-cpp-python's sandboxed Jinja, which
+        refuses attribute tricks that would reach Python internals (SecurityError)."""
+        try:
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self.token_text(llama_cpp.llama_vocab_eos(self.vocab)),
+                bos_token=self.token_text(llama_cpp.llama_vocab_bos(self.vocab)),
+            )
+            formatter(messages=_PROBE)
+        except Exception as exc:  # TemplateSyntaxError, SecurityError, anything it raises
+            raise ModelLoadError(
+                f"the model's chat template cannot be used ({_one_line(exc)}): {self.path}"
+            ) from None
+        return formatter
 
     @property
     def ptr(self) -> llama_cpp.llama_model_p:
@@ -118,13 +145,18 @@ class Model:
             eog = self._eog[token] = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
         return eog
 
-    def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
-        """Tokenize with special tokens parsed, as chat-template output must be."""
+    def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        """Tokenize; special-token text becomes special tokens unless parse_special=False
+        (message text: typing '<|im_end|>' must not end the turn)."""
         data = text.encode("utf-8")
         cap = len(data) + 16
         while True:
             buf = (llama_cpp.llama_token * cap)()
-            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+            n = llama_cpp.llama_tokenize(
+                self.vocab, data, len(data), buf, cap, add_special, parse_special
+            )
             if n >= 0:
                 return list(buf[:n])
             cap = -n
@@ -148,12 +180,54 @@ class Model:
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The prompt for the next assistant turn, rendered by the model's own template."""
-        return self._formatter(messages=messages).prompt
+        try:
+            return self._formatter(messages=messages).prompt
+        except Exception as exc:  # e.g. a template's raise_exception("roles must alternate")
+            raise TemplateError(f"the model's chat template failed: {_one_line(exc)}") from None
+
+    def message_spans(
+        self, messages: list[dict[str, str]], prompt: str
+    ) -> list[tuple[int, int]] | None:
+        """Where each message's text sits in the rendered prompt, or None if the template
+        changes message text (then its place cannot be told for sure).
+
+        Renders once more with numbered marks for the contents and checks that putting the
+        contents back gives exactly `prompt`.
+        """
+        contents = [m.get("content") or "" for m in messages]
+        if any(c in text for text in (prompt, *contents) for c in _MARK_CHARS):
+            return None
+        marked = self.render_chat(
+            [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        )
+        spans: list[tuple[int, int]] = []
+        parts: list[str] = []
+        pos = length = 0
+        for match in _MARK.finditer(marked):
+            index = int(match.group(1))
+            if index >= len(contents):
+                return None
+            parts += [marked[pos : match.start()], contents[index]]
+            length += match.start() - pos
+            spans.append((length, length + len(contents[index])))
+            length += len(contents[index])
+            pos = match.end()
+        parts.append(marked[pos:])
+        return spans if "".join(parts) == prompt else None
 
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's tokens: the template's special tokens special, message text as text."""
         prompt = self.render_chat(messages)
+        spans = self.message_spans(messages, prompt)
+        if spans is None:
+            if any(self._prompt_tokens.has_special(m.get("content") or "") for m in messages):
+                raise TemplateError(
+                    "a message holds special-token text (like <|im_end|>) and this model's chat "
+                    "template rewrites message text, so it cannot be sent safely; remove it"
+                )
+            spans = []
         bos = llama_cpp.llama_vocab_bos(self.vocab)
-        tokens = self._prompt_tokens(prompt)
+        tokens = self._prompt_tokens(prompt, spans)
         wants_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         if wants_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
@@ -167,3 +241,8 @@ class Model:
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text[:200]}"

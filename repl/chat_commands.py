@@ -123,8 +123,8 @@ def cmd_set(core: Core, args: dict[str, Any]) -> Outcome:
 def cmd_regen(core: Core, args: dict[str, Any]) -> Outcome:
     if not core.turns:
         return Outcome.error("nothing to regenerate: the conversation is empty")
-    if core.turns[-1].role == "assistant":
-        core.turns.pop()
+    # what to put back if the new reply cannot be made
+    core.regen_backup = [core.turns.pop()] if core.turns[-1].role == "assistant" else []
     return Outcome(generate=True, transcript_changed=True, changed=True)
 
 

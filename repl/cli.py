@@ -158,8 +158,10 @@ def _replay_parser(sub) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     import json
+    import threading
     from pathlib import Path
 
+    from repl.plain import sigint_cancels
     from repl.replay import Replayer, ReplayError, model_for
     from repl.session_file import SessionFileError, load_session
 
@@ -196,21 +198,27 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"turn {t.index}: {status}" + (f"  {t.diff}" if t.diff else ""), flush=True)
 
     path = Path(args.file)
+    cancel = threading.Event()
     try:
         session = load_session(path)
         model, warning = model_for(session, args.model, args.allow_model_change)
         if warning:
             say("warning", warning)
-        report = Replayer(
+        replayer = Replayer(
             model,
             session,
             path,
             steer=dict(args.steer) if args.steer else None,
             no_steer=args.no_steer,
-        ).run(on_turn)
+        )
+        with sigint_cancels(cancel):  # Ctrl+C stops the replay within a token
+            report = replayer.run(on_turn, cancel)
     except (SessionFileError, ReplayError) as exc:
         say("error", str(exc))
         return 2
+    except KeyboardInterrupt:  # Ctrl+C before the replay started (model loading)
+        say("info", "replay cancelled")
+        return 130
     except Exception as exc:  # a vector file or model that fails to load: one line
         say("error", f"{type(exc).__name__}: {exc}")
         return 2
@@ -224,6 +232,8 @@ def run_replay(args: argparse.Namespace) -> int:
         )
     else:
         print(report.summary())
+    if cancel.is_set():
+        return 130  # as a shell reports Ctrl+C
     failed = report.different > 0 or (bool(warning) and not args.allow_model_change)
     return 1 if args.check and failed else 0
 
@@ -353,6 +363,8 @@ def run_chat(args: argparse.Namespace) -> int:
         return 2
     try:
         return _run_front_end(core, args, greeting)
+    except KeyboardInterrupt:  # Ctrl+C between lines: everything is autosaved already
+        return 130
     finally:
         from repl.session import detach
 

@@ -176,6 +176,10 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
     return word
 
 
+def one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _closest(word: str, options: Sequence[str]) -> str | None:
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return match[0] if match else None
@@ -246,6 +250,11 @@ class Registry:
             raise UsageError(f"unknown subcommand /{name} {sub}{more}")
         return f"{name} {sub}", rest
 
+    def command_name(self, line: str) -> str:
+        """The registered command a '/...' line runs ('vector save'), however it is spaced;
+        raises UsageError when it names none."""
+        return self._resolve(line.strip()[1:])[0]
+
     # -- parsing ------------------------------------------------------------------------------
 
     def parse(self, line: str) -> tuple[Command, dict[str, Any]]:
@@ -312,7 +321,13 @@ class Registry:
         return positional
 
     def dispatch(self, core: Any, line: str) -> Outcome:
-        """Run one slash-command line; never raises for anything the user typed."""
+        """Run one slash-command line; never raises for anything the user typed, and every
+        error is one line (a typed newline inside a path or name is shown escaped)."""
+        outcome = self._dispatch(core, line)
+        outcome.errors = [one_line(e) for e in outcome.errors]
+        return outcome
+
+    def _dispatch(self, core: Any, line: str) -> Outcome:
         try:
             cmd, values = self.parse(line)
         except UsageError as exc:

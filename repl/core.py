@@ -14,6 +14,7 @@ from typing import Any
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
 from engine.model import Model
 from repl.commands import Outcome, Registry
+from repl.session_file import SessionFileError
 from repl.steering import Steering
 
 REGISTRY = Registry()
@@ -64,6 +65,8 @@ class Core:
         self.steering = Steering(model)
         self.recorder = None  # a repl.session.Recorder when the chat is kept as a session
         self.comparison = None  # a repl.workbench.Comparison waiting for /pick
+        # set by /regen: the reply it took away ([] if none), put back if no new one is made
+        self.regen_backup: list[Turn] | None = None
         self._lock = threading.Lock()
 
     # -- what the model sees ----------------------------------------------------------------
@@ -130,9 +133,10 @@ class Core:
         event(self.recorder)
         try:
             self.recorder.save()
-        except OSError as exc:
+        except (OSError, SessionFileError) as exc:  # disk full, read-only folder, ...
+            why = getattr(exc, "strerror", None) or str(exc)
             outcome.errors.append(
-                f"autosave to {self.recorder.path} failed ({exc.strerror or exc}); the session "
+                f"autosave to {self.recorder.path} failed ({why}); the session "
                 "is still in memory: /session save PATH to keep it elsewhere"
             )
 
@@ -146,18 +150,19 @@ class Core:
     ) -> Outcome:
         """Answer the last user turn; the reply (possibly partial) joins the transcript.
 
-        If no reply can be made, the user turn that asked for it is taken back so the
-        transcript never holds two user turns in a row.
+        If no reply can be made, the transcript goes back to what it was before the line
+        that asked for it: a new message is taken back (so the transcript never holds two user
+        turns in a row), a /regen gets its old reply back. The session file follows.
         """
         with self._lock:
+            backup, self.regen_backup = self.regen_backup, None
             if not self.turns or self.turns[-1].role != "user":
                 return Outcome.error("nothing to reply to: send a message first")
             try:
                 self.ctx.set_control(self.steering.buffer())
                 reply = self.ctx.generate(self.messages(), self.sampling, on_token, cancel)
             except (ContextFullError, EngineError) as exc:
-                self.turns.pop()
-                return Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
+                return self._unanswered(exc, backup)
             steering = self.active_steering()
             turn = Turn("assistant", reply.text, reply, self.sampling, steering)
             self.turns.append(turn)
@@ -188,6 +193,18 @@ class Core:
         with self._lock:
             self.ctx.set_control(None)
             return self.ctx.score(messages, token_ids)
+
+    def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
+        """Undo the line that asked for a reply that could not be made, live and on disk."""
+        if backup is not None:
+            self.turns.extend(backup)
+            out = Outcome(errors=[f"{exc} (the last reply is kept)"], transcript_changed=True)
+            self._record(out, lambda r: r.retract("command", "/regen"))
+        else:
+            self.turns.pop()
+            out = Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
+            self._record(out, lambda r: r.retract("user"))
+        return out
 
     def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
         """Run a command's long job (see Outcome.job); failures come back as one-line errors."""

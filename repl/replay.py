@@ -21,11 +21,14 @@ from repl.commands import UsageError
 from repl.core import Core, Turn
 from repl.session import sampling_from
 from repl.session_file import Event, Session, SessionFileError, resolve_vector_path
-from repl.steering import Active, file_sha256, library_dir
+from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import load_vector
 
 VECTOR_TOLERANCE = 0.05  # relative norm difference allowed between rebuilt and stored vectors
-SKIPPED = ("/vector save", "/help", "/session")
+# The commands replay runs, by registered name. A session file may come from someone else, so
+# anything else it holds (/vector save, /session save, /replay, ...) is skipped, never run:
+# replay must not write files or start another replay.
+REPLAYED = ("set", "system", "steer", "contrast", "vector mix", "undo", "clear", "regen")
 
 
 class ReplayError(Exception):
@@ -90,41 +93,58 @@ class Replayer:
         self.no_steer = no_steer
         self.report = ReplayReport()
         self._replies = 0
+        self._cancel: threading.Event | None = None
 
     def run(
         self,
         on_turn: Callable[[TurnResult], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> ReplayReport:
+        self._cancel = cancel
         for event in self.session.events:
-            if cancel is not None and cancel.is_set():
-                self.report.notes.append("replay cancelled")
+            if self.cancelled:
                 break
             if event.kind == "user":
                 self.core.turns.append(Turn("user", event.text))
             elif event.kind == "assistant":
                 result = self._reply(event)
-                if on_turn is not None:
+                if result is not None and on_turn is not None:
                     on_turn(result)
             else:
                 self._command(event.text)
+        if self.cancelled:
+            self.report.notes.append("replay cancelled")
         return self.report
+
+    @property
+    def cancelled(self) -> bool:
+        """Ctrl+C / Esc: stop at once, mid-reply or mid-/contrast; replay writes nothing."""
+        return self._cancel is not None and self._cancel.is_set()
 
     # -- commands -------------------------------------------------------------------------------
 
     def _command(self, line: str) -> None:
-        if line.startswith(SKIPPED):
-            return
-        if line.startswith("/vector load"):
+        try:
+            command = self.core.registry.command_name(line)
+        except UsageError as exc:  # a newer steer's command, or a tampered file
+            self.report.notes.append(f"skipped {line[:60]!r}: {exc}")
+            return None
+        if command == "vector load":
             return self._load_vector(line)
-        if line.startswith("/vector rm"):
-            name = line.split()[2] if len(line.split()) > 2 else ""
+        if command == "vector rm":  # forget it; the library copy is not the replay's to delete
+            name = self._parse(line)["name"]
             self.core.steering.vectors.pop(name, None)
             self.core.steering.active.pop(name, None)
             return None
+        if command not in REPLAYED:
+            if command not in ("vector save", "help"):
+                self.report.notes.append(f"skipped /{command} (replay runs no such command)")
+            return None
         outcome = self.core.submit(line)
         if outcome.job is not None:
-            outcome = self.core.run_job(outcome)
+            outcome = self.core.run_job(outcome, None, self._cancel)
+            if self.cancelled:
+                return None
             if not outcome.errors and line.startswith("/contrast"):
                 self._check_rebuilt(line.split()[1])
         if outcome.errors:
@@ -140,12 +160,15 @@ class Replayer:
                     raise ReplayError(str(exc)) from None
         raise ReplayError(f"the session uses vector {name!r} but lists no file for it")
 
+    def _parse(self, line: str) -> dict:
+        try:
+            return self.core.registry.parse(line)[1]
+        except UsageError as exc:
+            raise ReplayError(f"{line[:60]!r}: {exc}") from None
+
     def _load_vector(self, line: str) -> None:
         """Load from the session's own reference, never from the path typed at the time."""
-        try:
-            _, args = self.core.registry.parse(line)
-        except UsageError as exc:
-            raise ReplayError(f"{line!r}: {exc}") from None
+        args = self._parse(line)
         name = args["name"] or Path(args["path"]).stem
         if name not in {ref.name for ref in self.session.vectors}:
             name = next(
@@ -156,6 +179,10 @@ class Replayer:
                 ),
                 name,
             )
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise ReplayError(f"{line[:60]!r}: {exc}") from None
         vec = load_vector(
             self._ref_path(name), self.core.model.n_layer, self.core.model.n_embd, name=name
         )
@@ -181,7 +208,7 @@ class Replayer:
 
     # -- replies --------------------------------------------------------------------------------
 
-    def _reply(self, event: Event) -> TurnResult:
+    def _reply(self, event: Event) -> TurnResult | None:
         core = self.core
         self._replies += 1
         sampling = sampling_from(event.sampling) if event.sampling else core.sampling
@@ -194,7 +221,9 @@ class Replayer:
         self._apply_steering(event.steering or [])
         if core.turns and core.turns[-1].role == "assistant":  # a /regen's reply follows
             core.turns.pop()
-        out = core.generate()
+        out = core.generate(None, self._cancel)
+        if self.cancelled:
+            return None
         if out.reply is None:
             raise ReplayError(f"reply {self._replies} could not be made: {out.errors[0]}")
         replayed = out.reply.text

@@ -20,11 +20,12 @@ from repl.session_file import (
     Session,
     SessionLock,
     VectorRef,
+    remove_stale_temp_files,
     resolve_vector_path,
     save_session,
     vectors_dir_for,
 )
-from repl.steering import Active, file_sha256, library_dir
+from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import save_vector
 
 
@@ -72,6 +73,11 @@ class Recorder:
         self.path = path
         self.lock = SessionLock(path)
         self.lock.acquire()
+        # ours alone now: temporary files here are what a killed steer left mid-save
+        remove_stale_temp_files(path.parent, path.name)
+        vectors = vectors_dir_for(path)
+        if vectors.is_dir():
+            remove_stale_temp_files(vectors)
         self.created = created or now()
         self.events: list[Event] = list(events or [])
         self.extra = dict(extra or {})
@@ -84,6 +90,13 @@ class Recorder:
 
     def command(self, line: str) -> None:
         self.events.append(Event(kind="command", text=line))
+
+    def retract(self, kind: str, prefix: str = "") -> None:
+        """Forget the last event if it is of this kind (and starts with prefix): the line it
+        records was taken back because no reply could be made for it."""
+        last = self.events[-1] if self.events else None
+        if last is not None and last.kind == kind and last.text.startswith(prefix):
+            self.events.pop()
 
     def reply(self, turn: Turn) -> None:
         reply = turn.reply
@@ -135,7 +148,7 @@ class Recorder:
                 return self._ref(name, Path(raw))
         target = self._written.get(name)
         if target is None:
-            target = vectors_dir_for(self.path) / f"{name}.gguf"
+            target = vectors_dir_for(self.path) / f"{check_name(name)}.gguf"
             target.parent.mkdir(parents=True, exist_ok=True)
             save_vector(vec, target, self.core.model.metadata("general.architecture") or "")
             self._written[name] = target

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
+from time import sleep
 from typing import Any, NoReturn
 
 import tomli_w
@@ -44,6 +45,13 @@ _EXAMPLE_TIME = "2026-11-29T10:00:00+00:00"
 FORMAT_DOC = "see docs/session-format.md"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _AT_END = " (at end of document)"
+MAX_DEPTH = 64
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*"""
+# Anchored where a key can start and possessive (++), so it stays linear on any text.
+_DEEP_KEY = re.compile(
+    rf"(?:^|(?<=[\[{{,]))[ \t]*(?:{_KEY_PART}\.[ \t]*){{{MAX_DEPTH},}}+{_KEY_PART}[=\]]",
+    re.MULTILINE,
+)
 _TOML_POSITION = re.compile(r"^(?P<reason>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -181,6 +189,7 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> None:
     try:
         _write_synced(fd, text.encode("utf-8"))
         os.chmod(tmp, _mode_for(target))
+        _test_pause(target)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -191,6 +200,30 @@ def save_session(session: Session, path: str | os.PathLike[str]) -> None:
             ) from None
         raise
     _fsync_dir(target.parent)
+
+
+def _test_pause(target: Path) -> None:
+    """Crash tests only (tests/test_crash.py): with STEER_TEST_SAVE_PAUSE=SECONDS, stop between
+    writing the temporary file and renaming it, and say so, so a test can kill steer there."""
+    pause = os.environ.get("STEER_TEST_SAVE_PAUSE")
+    if pause:
+        os.write(2, f"steer-test: about to rename {target.name}\n".encode())
+        sleep(float(pause))
+
+
+def remove_stale_temp_files(folder: Path, name: str | None = None) -> None:
+    """Remove the temporary files a killed steer left while saving `name` (any file when
+    None) in `folder`. Only the holder of the session's lock may call this: nobody else
+    writes the session or its vectors folder."""
+    pattern = f".{glob_escape(name)}.*.tmp" if name else ".*.tmp"
+    with contextlib.suppress(OSError):
+        for tmp in folder.glob(pattern):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _event_doc(event: Event) -> dict:
@@ -277,16 +310,33 @@ def from_toml(text: str, where: str) -> Session:
     """Parse and validate session TOML; `where` names the file in error messages."""
     if not text.strip():
         raise SessionFileError(f"{where}: empty session file; delete it or start a new session")
+    _check_nesting(where, text)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SessionFileError(_syntax_message(where, text, exc)) from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise SessionFileError(_too_deep(where)) from None
     if not doc:
         raise SessionFileError(
             f"{where}: empty session file (no keys, only comments); "
             "delete it or start a new session"
         )
     return _session(_Fields(where), doc)
+
+
+def _check_nesting(where: str, text: str) -> None:
+    """Refuse absurdly long dotted keys before tomllib sees them: its memory grows with the
+    square of their depth (a 200 KB file of `a.b.b.b...` takes gigabytes)."""
+    if _DEEP_KEY.search(text):
+        raise SessionFileError(_too_deep(where))
+
+
+def _too_deep(where: str) -> str:
+    return (
+        f"{where}: tables or arrays nested more than {MAX_DEPTH} deep; a session file is "
+        f"never nested like that, so this is not one ({FORMAT_DOC})"
+    )
 
 
 def _read_bytes(where: str) -> bytes:

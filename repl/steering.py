@@ -131,7 +131,10 @@ class Steering:
             self.check_free(name)
         vec = load_vector(path, self.model.n_layer, self.model.n_embd, name=name)
         vec.name = name or safe_name(vec.name)
-        vec.meta.setdefault("source", str(path))
+        # Where the file came from and was saved to are facts of this machine, never the
+        # file's word: a shared file naming "/home/x/.ssh/id_rsa" must not be copied later.
+        vec.meta.pop("saved_to", None)
+        vec.meta["source"] = str(path)
         self.add(vec)
         return vec
 

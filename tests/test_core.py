@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import ChatContext, Sampling
+from repl.commands import Arg
 from repl.core import REGISTRY, Core
+from repl.session import detach
 from tests.conftest import GREEDY
 
 
@@ -109,6 +113,23 @@ def test_context_full_takes_the_message_back(model) -> None:
     assert "context full" in outcome.errors[0] and "/clear" in outcome.errors[0]
 
 
+def test_a_failed_regen_keeps_the_transcript_as_it_was(model) -> None:
+    small = Core(model, ChatContext(model, n_ctx=256), Sampling(temperature=0.0, max_tokens=8))
+    first = chat(small, "Name a color.")
+    small.submit("/system " + "word " * 300)  # the conversation no longer fits
+    outcome = small.submit("/regen")
+    assert outcome.generate
+    done = small.generate()
+    assert done.reply is None and "context full" in done.errors[0]
+    assert "last reply is kept" in done.errors[0]
+    assert [(t.role, t.text) for t in small.turns] == [
+        ("user", "Name a color."),
+        ("assistant", first),
+    ]
+    small.submit("/system off")
+    assert small.submit("/regen").generate and small.generate().reply.text == first
+
+
 def test_help_lists_every_command_and_explains_one(core: Core) -> None:
     listing = core.submit("/help").info[0]
     for name in REGISTRY.commands:
@@ -180,14 +201,87 @@ LINES = st.one_of(
 )
 
 
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> None:
+    """Random lines include '/session save 0': keep what they write out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(line=LINES)
-def test_no_input_line_raises(core: Core, line: str) -> None:
+def test_no_input_line_raises(core: Core, in_tmp: None, line: str) -> None:
     outcome = core.submit(line)
     for message in outcome.errors:
         assert message and "\n" not in message and "internal error" not in message
     core.complete(line)
     # keep the transcript valid for the next example
     core.turns.clear()
+
+
+# ---- every command with arguments drawn from its own specs ----------------------------------
+
+JUNK = ["", "nan", "inf", "-inf", "1e999", "-1", "0", "--", "--n", "../x", "a/b", "é", "\t", "''"]
+
+
+def value_for(arg: Arg) -> st.SearchStrategy[str]:
+    """Plausible and hostile values for one Arg, by its kind."""
+    junk = st.sampled_from(JUNK)
+    word = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+    if arg.kind == "int":
+        good = st.integers(-(10**12), 10**12).map(str)
+    elif arg.kind == "float":
+        good = st.floats(allow_nan=True, allow_infinity=True).map(repr)
+    elif arg.kind == "choice":
+        good = st.sampled_from(arg.choices)
+    elif arg.kind == "command":
+        good = st.sampled_from(REGISTRY.names())
+    elif arg.kind == "text":
+        return st.one_of(word, junk, st.text(max_size=40))
+    else:
+        good = st.sampled_from(["terse", "off", "0.5", "x_1", "9-13", "1-99", "a.gguf"])
+    return st.one_of(good, junk, word)
+
+
+@st.composite
+def command_lines(draw) -> str:
+    cmd = REGISTRY.commands[draw(st.sampled_from(sorted(REGISTRY.commands)))]
+    words = []
+    for arg in cmd.args:
+        if arg.optional and draw(st.booleans()):
+            break
+        if draw(st.integers(0, 9)) == 0:
+            continue  # a required argument left out now and then
+        words.append(draw(value_for(arg)))
+    for opt in cmd.options:
+        if draw(st.booleans()):
+            words.append(opt.name)
+            if opt.kind != "flag" and draw(st.integers(0, 5)):
+                words.append(draw(value_for(opt)))
+    if draw(st.integers(0, 7)) == 0:
+        words.append(draw(value_for(Arg("extra"))))
+    quoted = [shlex.quote(w) if draw(st.integers(0, 3)) else w for w in words]
+    return " ".join([f"/{cmd.name}", *quoted])
+
+
+@settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(line=command_lines())
+def test_every_command_survives_arguments_from_its_own_specs(
+    core: Core, terse, in_tmp: None, line: str
+) -> None:
+    core.steering.vectors = {"terse": terse}
+    outcome = core.submit(line)
+    for message in outcome.errors:
+        assert len(message) > 10 and "\n" not in message, message
+        assert "internal error" not in message and "Traceback" not in message, message
+    core.complete(line)
+    # the session goes on: reset what the line changed, then a command still works
+    detach(core)
+    core.turns.clear()
+    core.steering.active.clear()
+    core.regen_backup = None
+    core.sampling = GREEDY
+    assert core.submit("/set").info

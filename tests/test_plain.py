@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
+from pathlib import Path
 
+import numpy as np
+
+from engine.model import default_model_path
 from tests.conftest import ROOT, STEER
+from vectors import SteeringVector, save_vector
 
 
 def steer(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
@@ -95,3 +101,60 @@ def test_system_option(tmp_path) -> None:
         stdin="/system\n",
     )
     assert proc.stdout.strip() == "system prompt: 'Answer only with the word BANANA.'"
+
+
+# ---- models that cannot be used: one line before any UI starts -----------------------------
+
+HOSTILE = (
+    "{{ cycler.__init__.__globals__.os.system('touch MARK') }}"
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+)
+
+
+def model_variant(tmp_path: Path, name: str, *, key: bytes = b"", template: str = "") -> Path:
+    """A copy of the default model with its chat template's key renamed or its text replaced
+    (same length, padded with a Jinja comment), patched in place: no GGUF rewrite needed."""
+    data = bytearray(default_model_path().read_bytes())
+    at = data.find(b"tokenizer.chat_template")
+    value = at + len(b"tokenizer.chat_template") + 4  # the key, then a u32 value type
+    (length,) = struct.unpack("<Q", data[value : value + 8])
+    if key:
+        data[at : at + len(key)] = key
+    if template:
+        raw = template.encode()
+        pad = length - len(raw) - len("{##}")
+        assert pad >= 0, "template too long to patch in"
+        data[value + 8 : value + 8 + length] = raw + b"{#" + b" " * pad + b"#}"
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_models_that_cannot_be_used_are_one_line_before_the_chat(tmp_path: Path) -> None:
+    mark = tmp_path / "pwned"
+    text_file = tmp_path / "notes.gguf"
+    text_file.write_text("hello")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(default_model_path().read_bytes()[:3_000_000])
+    vector = tmp_path / "vector.gguf"
+    save_vector(SteeringVector("v", np.ones((30, 576), dtype=np.float32), {}), vector, "llama")
+    cases = {
+        tmp_path / "missing.gguf": "model file not found",
+        tmp_path: "is a directory",
+        text_file: "not a GGUF model file",
+        truncated: "llama.cpp could not load the model",
+        vector: "llama.cpp could not load the model",
+        model_variant(tmp_path, "plain.gguf", key=b"tokenizer.chat_templatX"): "no chat template",
+        model_variant(tmp_path, "hostile.gguf", template=HOSTILE.replace("MARK", str(mark))): (
+            "chat template cannot be used (SecurityError"
+        ),
+        model_variant(tmp_path, "broken.gguf", template="{% for m in messages %}"): (
+            "chat template cannot be used (TemplateSyntaxError"
+        ),
+    }
+    for path, message in cases.items():
+        proc = steer("chat", "--plain", "--no-session", "--model", str(path), stdin="Hello\n")
+        assert proc.returncode == 2 and proc.stdout == "", (path, proc.stderr)
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr, proc.stderr
+    assert not mark.exists()  # the hostile template ran nothing

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from repl.session_file import load_session, save_session
+from repl.session_file import Event, VectorRef, load_session, save_session
+from repl.steering import file_sha256
 from tests.conftest import ROOT, STEER
 
 SAMPLES = ROOT / "sample_sessions"
@@ -101,3 +103,42 @@ def test_steer_override_names_an_unknown_vector(copy: Path) -> None:
     assert proc.returncode == 2 and "--steer nope: no such vector" in proc.stderr
     bad = replay(str(copy), "--steer", "terse")
     assert bad.returncode == 2 and "expected NAME=STRENGTH" in bad.stderr
+
+
+def test_a_hostile_session_cannot_make_replay_write_or_recurse(tmp_path: Path) -> None:
+    """Commands in a session file from someone else, spaced to dodge a prefix check."""
+    folder, outside, data = tmp_path / "s", tmp_path / "outside", tmp_path / "data"
+    for d in (folder, outside, data / "vectors"):
+        d.mkdir(parents=True)
+    vector = SAMPLES / "terse_midway.vectors" / "terse.gguf"
+    shutil.copy(vector, folder / "terse.gguf")
+    shutil.copy(vector, data / "vectors" / "terse.gguf")  # the user's own library copy
+    session = load_session(SAMPLES / "plain_chat.toml")
+    session.vectors = [VectorRef("terse", "terse.gguf", file_sha256(vector))]
+    path = folder / "evil.toml"
+    session.events = [
+        Event("command", "/vector load terse.gguf terse"),
+        Event("command", f"/vector  save terse {outside / 'a.gguf'}"),
+        Event("command", f"/vector\tsave terse {outside / 'b.gguf'}"),
+        Event("command", f"/session  save {outside / 'c.toml'}"),
+        Event("command", f"/session save {outside / 'd.toml'} --bundle"),
+        Event("command", "/vector  rm terse"),
+        Event("command", f"/replay {path}"),
+        Event("command", "/quit"),
+    ]
+    save_session(session, path)
+    env = {**os.environ, "STEER_DATA_DIR": str(data)}
+    proc = subprocess.run(
+        [*STEER, "replay", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert list(outside.iterdir()) == []
+    assert (data / "vectors" / "terse.gguf").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["evil.toml", "terse.gguf"]
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    for skipped in ("/session save", "/replay", "/quit"):
+        assert f"skipped {skipped} (replay runs no such command)" in proc.stdout, proc.stdout

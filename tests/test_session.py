@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 from engine import ChatContext
 from repl.core import Core
 from repl.session import attach, detach
-from repl.session_file import load_session
+from repl.session_file import VectorRef, load_session, save_session
+from repl.steering import file_sha256
 from tests.conftest import GREEDY, ROOT, STEER, TERSE, VERBOSE
+from vectors import save_vector
 
 
 @pytest.fixture
@@ -155,3 +159,58 @@ def test_session_commands(recorded: Core, tmp_path) -> None:
     assert [t.role for t in recorded.turns] == ["user", "assistant"]
     assert "quick" in recorded.steering.vectors
     assert "no session file" in chat(recorded, f"/session load {tmp_path / 'nope.toml'}").errors[0]
+
+
+def test_a_refused_message_or_regen_is_not_left_in_the_session_file(model, tmp_path) -> None:
+    core = Core(model, ChatContext(model, n_ctx=256), GREEDY)
+    attach(core, tmp_path / "small.toml")
+    try:
+        chat(core, "/set max_tokens 8")
+        chat(core, "Name a color.")
+        assert "message not sent" in chat(core, "word " * 400).errors[0]
+        chat(core, "/system " + "word " * 300)
+        assert "last reply is kept" in chat(core, "/regen").errors[0]
+    finally:
+        detach(core)
+    events = load_session(tmp_path / "small.toml").events
+    assert [e.kind for e in events] == ["command", "user", "assistant", "command"]
+    assert events[-1].text.startswith("/system")
+
+
+def test_a_vector_file_cannot_name_what_a_bundle_copies(recorded: Core, tmp_path, terse) -> None:
+    """A shared file whose steer.meta says saved_to = a private file: --bundle copies the
+    vector the user loaded, never the file it names."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private key")
+    shared = copy.deepcopy(terse)
+    shared.meta.update(saved_to=str(secret), source=str(secret))
+    save_vector(shared, tmp_path / "shared.gguf", "llama")
+    assert not chat(recorded, f"/vector load {tmp_path / 'shared.gguf'} gift").errors
+    out = tmp_path / "out"
+    out.mkdir()
+    assert not chat(recorded, f"/session save {out / 'copy.toml'} --bundle").errors
+    bundled = out / "copy.vectors" / "gift.gguf"
+    assert bundled.read_bytes() == (tmp_path / "shared.gguf").read_bytes()
+    assert "private key" not in (out / "copy.toml").read_text()
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", "x" * 80])
+def test_a_session_naming_a_vector_like_a_path_is_refused(tmp_path, name: str) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    shutil.copy(ROOT / "sample_sessions" / "terse_midway.vectors" / "terse.gguf", folder / "t.gguf")
+    session = load_session(ROOT / "sample_sessions" / "plain_chat.toml")
+    session.vectors = [VectorRef(name, "t.gguf", file_sha256(folder / "t.gguf"))]
+    save_session(session, folder / "chat.toml")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess.run(
+        [*STEER, "chat", "--plain", "--session", str(folder / "chat.toml")],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: vector name") and proc.stderr.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from pathlib import Path
 
@@ -440,6 +441,98 @@ def test_a_file_over_50_mb_is_refused_unread(tmp_path: Path) -> None:
         f.truncate(sf.MAX_BYTES + 1)  # sparse: costs no disk
     message = error_of(load_session, path)
     assert "huge.toml is 50.0 MB" in message and "up to 50 MB" in message
+
+
+def one_line_error(path: Path) -> str:
+    message = error_of(load_session, path)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+def test_every_truncation_of_a_real_session_is_a_session_or_one_error(tmp_path: Path) -> None:
+    """A file cut short (a copy interrupted, a disk that filled up under another tool)."""
+    full = to_toml(make_session(events=[Event("user", "Hi"), reply(), Event("command", "/undo")]))
+    data = full.encode()
+    path = tmp_path / "cut.toml"
+    loaded = 0
+    for end in range(len(data)):
+        path.write_bytes(data[:end])
+        try:
+            load_session(path)
+            loaded += 1
+        except SessionFileError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+    assert loaded < len(data) // 2  # most cuts are caught, not silently half-loaded
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(min_size=1, max_size=2000))
+def test_binary_garbage_is_one_error(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "garbage.toml"
+    path.write_bytes(data)
+    try:
+        load_session(path)
+    except SessionFileError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_random_bytes_from_the_os_are_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "random.toml"
+    path.write_bytes(os.urandom(1 << 20))
+    assert "not UTF-8 text" in one_line_error(path)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "a = " + "[" * 3000 + "]" * 3000,
+        "a = " + "{b = " * 3000 + "1" + "}" * 3000,
+        "a" + ".b" * 100_000 + " = 1",  # tomllib alone would need gigabytes for this one
+        "[a" + '."b"' * 200 + "]\nx = 1",
+        "x = { " + "b." * 70 + "c = 1 }",
+    ],
+)
+def test_deeply_nested_tables_are_refused_quickly(tmp_path: Path, doc: str) -> None:
+    path = write(tmp_path, doc)
+    start = time.monotonic()
+    assert "nested more than 64 deep" in one_line_error(path)
+    assert time.monotonic() - start < 2.0
+
+
+def test_nesting_a_real_session_never_has_is_fine_in_extra_keys(tmp_path: Path) -> None:
+    doc = tomllib.loads(to_toml(make_session()))
+    doc["x"] = {"a": {"b": {"c": [[[1]]]}}}
+    path = write(tmp_path, tomli_w.dumps(doc))
+    assert load_session(path).extra == {"x": {"a": {"b": {"c": [[[1]]]}}}}
+
+
+def test_text_that_merely_looks_deep_is_not_refused(tmp_path: Path) -> None:
+    looks = "a." * 200 + " = and [" + "x." * 100 + "]\n" + ("word." * 70 + "= 1\n")
+    session = make_session(events=[Event("user", looks), reply("." * 5000 + "=")])
+    save_session(session, tmp_path / "ok.toml")
+    assert load_session(tmp_path / "ok.toml").events[0].text == looks
+
+
+def test_huge_strings_and_a_10_mb_session_load_and_save(tmp_path: Path) -> None:
+    big = "é" * 3_000_000 + "\n<|im_end|>\x00\x1b"  # 6 MB of UTF-8 in one message
+    events = [Event("user", big), reply("ok " * 1_000_000)]
+    session = make_session(events=events, system="s" * 100_000)
+    path = tmp_path / "big.toml"
+    start = time.monotonic()
+    save_session(session, path)
+    again = load_session(path)
+    assert path.stat().st_size > 9_000_000
+    assert again.events[0].text == big and again.system == session.system
+    assert time.monotonic() - start < 20
+
+
+def test_a_10_mb_file_of_nonsense_is_one_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "format_version = 1\n" + "x" * 10_000_000)
+    assert "not valid TOML" in one_line_error(path)
+    path = write(tmp_path, "[[events]]\n" * 1_000_000)  # 11 MB of valid TOML
+    assert "format_version is missing" in one_line_error(path)
 
 
 def test_a_newer_format_version(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import threading
 import numpy as np
 import pytest
 
-from engine import ChatContext
+from engine import ChatContext, default_model_path
 from repl.core import Core
 from repl.steering import library_dir
 from tests.conftest import GREEDY, ROOT, STEER, TERSE, VERBOSE
+from vectors import SteeringVector, save_vector
 
 
 @pytest.fixture
@@ -134,6 +135,29 @@ def test_vector_errors_are_one_line(steered_core: Core, tmp_path) -> None:
     assert "does not exist" in error(steered_core, f"/vector save terse {tmp_path}/no/such.gguf")
     assert "must start with a letter" in error(steered_core, "/vector mix 9x terse")
     assert "unknown" in error(steered_core, "/vector mix m terse + nothing").lower()
+
+
+def test_vector_files_of_the_wrong_kind_are_one_line(steered_core: Core, tmp_path) -> None:
+    """Through /vector load, as a user meets them: each names the file and what is wrong."""
+    model_file = default_model_path()
+    assert "is a model (llama), not a control vector" in error(
+        steered_core, f"/vector load {model_file}"
+    )
+    assert "is a directory" in error(steered_core, f"/vector load {tmp_path}")
+    cases = {
+        "narrow": (np.ones((30, 100), np.float32), "different model"),
+        "deep": (np.ones((40, 576), np.float32), "deeper model"),
+        "nan": (np.full((30, 576), np.nan, np.float32), "NaN or Inf"),
+    }
+    for name, (directions, message) in cases.items():
+        path = tmp_path / f"{name}.gguf"
+        save_vector(SteeringVector(name, directions, {}), path, "llama")
+        assert message in error(steered_core, f"/vector load {path}")
+    good = tmp_path / "good.gguf"
+    save_vector(SteeringVector("good", np.ones((30, 576), np.float32), {}), good, "llama")
+    good.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert "damaged or truncated" in error(steered_core, f"/vector load {good}")
+    assert set(steered_core.steering.vectors) == {"terse"}  # nothing half-loaded
 
 
 def test_vector_mix_is_exact(steered_core: Core) -> None:

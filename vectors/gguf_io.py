@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,12 +63,22 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
         _write_gguf(vec, tmp, model_hint)
         _fsync_path(tmp)
         os.chmod(tmp, _mode_for(target))
+        _test_pause(target)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     _fsync_dir(target.parent)
+
+
+def _test_pause(target: Path) -> None:
+    """Crash tests only: STEER_TEST_SAVE_PAUSE=SECONDS stops before the rename (see
+    repl/session_file.py), so a test can kill steer with a finished temporary file."""
+    pause = os.environ.get("STEER_TEST_SAVE_PAUSE")
+    if pause:
+        os.write(2, f"steer-test: about to rename {target.name}\n".encode())
+        time.sleep(float(pause))
 
 
 def load_vector(
