@@ -103,10 +103,17 @@ def cmd_session_load(core: Core, args: dict[str, Any]) -> Outcome:
 
 @REGISTRY.command("session new", "start a new conversation in a new session file")
 def cmd_session_new(core: Core, args: dict[str, Any]) -> Outcome:
-    detach(core)
+    old = core.recorder
+    try:  # the new file first: if it cannot be made, the current session goes on untouched
+        lines = attach(core, None)
+    except (OSError, SessionFileError) as exc:
+        core.recorder = old
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return Outcome.error(f"cannot start a new session ({reason}); the current one goes on")
+    if old is not None:
+        old.close()
     core.turns.clear()
     core.ctx.reset()
-    lines = attach(core, None)
     return Outcome(info=lines, transcript_changed=True)
 
 

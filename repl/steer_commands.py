@@ -190,10 +190,14 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
         f"steering: {name} {active.strength:g} on blocks "
         f"{active.layers[0]}-{active.layers[1]} (from the next reply)"
     )
-    if abs(active.strength) > LOUD and steering.vectors[name].strength_unit == "mean-diff":
+    if abs(active.strength) > LOUD:
+        beyond = (
+            "the measured difference"
+            if steering.vectors[name].strength_unit == "mean-diff"
+            else "the file's own scale (raw units; llama.cpp users rarely pass more than 2)"
+        )
         out.info.append(
-            f"warning: strength {active.strength:g} is far beyond the measured "
-            "difference; expect broken text"
+            f"warning: strength {active.strength:g} is far beyond {beyond}; expect broken text"
         )
     return out
 

@@ -245,3 +245,26 @@ async def test_a_resumed_session_shows_its_transcript(model, tmp_path) -> None:
             assert any(n.startswith("resumed session") for n in notes)
     finally:
         detach(core)
+
+
+@sync
+async def test_escape_stops_a_replay_promptly(core) -> None:
+    from tests.conftest import ROOT
+
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        app.run_line(f"/replay {ROOT / 'sample_sessions' / 'composed_negated.toml'}")
+        await wait_for(pilot, lambda: app.busy)
+        await pilot.pause(1.0)  # inside the replay's first /contrast rebuild
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.busy, timeout=10)
+        assert loop.time() - start < 5
+        await pilot.pause()
+        assert "replay cancelled" in notes_of(app)
+        assert not app.query("#job-bar") and core.turns == []
+
+
+def notes_of(app) -> list[str]:
+    return [str(w.render()) for w in app.query("Static.note")]

@@ -214,3 +214,25 @@ def test_a_session_naming_a_vector_like_a_path_is_refused(tmp_path, name: str) -
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: vector name") and proc.stderr.count("\n") == 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_session_new_that_cannot_make_its_file_keeps_the_current_one(
+    recorded: Core, tmp_path, monkeypatch
+) -> None:
+    import repl.session
+
+    chat(recorded, "Hi")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setattr(repl.session, "sessions_dir", lambda: blocker / "sessions")
+    current = recorded.recorder
+    out = chat(recorded, "/session new")
+    assert len(out.errors) == 1 and out.errors[0].startswith("cannot start a new session (")
+    assert "the current one goes on" in out.errors[0] and "internal error" not in out.errors[0]
+    assert recorded.recorder is current and [t.role for t in recorded.turns] == [
+        "user",
+        "assistant",
+    ]
+    chat(recorded, "Thanks")  # still recorded where it was
+    assert [e.kind for e in load_session(current.path).events][-2:] == ["user", "assistant"]
+    assert len(load_session(current.path).events) == 4

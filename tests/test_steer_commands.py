@@ -75,9 +75,21 @@ def test_steer_errors_are_one_line(steered_core: Core, line: str, message: str) 
     assert message in error(steered_core, line)
 
 
-def test_huge_strength_is_allowed_but_warned(steered_core: Core) -> None:
+def test_huge_strength_is_allowed_but_warned(steered_core: Core, tmp_path) -> None:
     info = say(steered_core, "/steer terse 25")
     assert any("expect broken text" in line for line in info)
+    assert steered_core.steering.active["terse"].strength == 25
+    assert not any("warning" in line for line in say(steered_core, "/steer terse 2.5"))
+    # a foreign (raw-unit) file is warned about too, on its own scale
+    from vectors import SteeringVector, save_vector
+
+    terse = steered_core.steering.vectors["terse"]
+    raw = SteeringVector("foreign", terse.directions, {})
+    save_vector(raw, tmp_path / "foreign.gguf", "llama")
+    say(steered_core, f"/vector load {tmp_path / 'foreign.gguf'}")
+    assert steered_core.steering.vectors["foreign"].strength_unit == "raw"
+    info = say(steered_core, "/steer foreign -40 --layers 9-13")
+    assert any("warning" in line and "raw units" in line for line in info)
 
 
 def test_each_reply_records_its_steering(steered_core: Core) -> None:
