@@ -18,10 +18,11 @@ from repl.steering import (
     library_dir,
     library_names,
     loaded_names,
+    parse_layers,
     provenance_for,
     vector_or_error,
 )
-from vectors import SteeringVector, VectorFileError, load_pairs, mix, parse_range, save_vector
+from vectors import SteeringVector, VectorFileError, load_pairs, mix, save_vector
 
 BARS = " ▁▂▃▄▅▆▇█"
 
@@ -179,12 +180,7 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
             return Outcome.error(f"{name!r} is not active")
         return Outcome.done(f"{name} off")
     strength = None if raw is None else parse_float("strength", raw)
-    layers = None
-    if layers_text is not None:
-        try:
-            layers = parse_range(layers_text, core.model.n_layer)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    layers = None if layers_text is None else parse_layers(core, layers_text)
     active = steering.activate(name, strength, layers)
     out = Outcome.done(
         f"steering: {name} {active.strength:g} on blocks "

@@ -27,6 +27,7 @@ from vectors import (
     load_vector,
     neutral_prompts,
     pairs_sha256,
+    parse_range,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -210,6 +211,14 @@ def vector_or_error(core, name: str) -> SteeringVector:
         known = ", ".join(sorted(core.steering.vectors)) or "none loaded"
         raise UsageError(f"no vector named {name!r} (loaded: {known}); /vector load or /contrast")
     return vec
+
+
+def parse_layers(core, text: str) -> tuple[int, int]:
+    """A '--layers A-B' value checked against the model, or a UsageError saying why not."""
+    try:
+        return parse_range(text, core.model.n_layer)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def instruction_pairs(positive: str, negative: str, n: int) -> list[tuple[str, str]]:

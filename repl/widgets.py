@@ -188,6 +188,8 @@ class CompareView(Vertical, can_focus=True):
 class SweepView(Vertical, can_focus=True):
     """The sweep table; the highlighted row's reply is shown beneath it, Enter applies it."""
 
+    BINDINGS = [Binding("escape", "leave", "Back to typing")]
+
     def __init__(self, result: Sweep) -> None:
         super().__init__(classes="sweep-view")
         self.result = result
@@ -206,6 +208,11 @@ class SweepView(Vertical, can_focus=True):
             table.add_row(label, row.reply.tokens, f"{row.degeneration:.2f}", lp, mark, key=label)
         yield table
         yield Static(self.result.verdict(short=True), classes="sweep-verdict", markup=False)
+        yield Static(
+            "↑/↓ show each reply · Enter applies that strength · Esc back to typing",
+            classes="sweep-verdict",
+            markup=False,
+        )
         yield Static("", classes="sweep-reply", markup=False)
 
     def on_focus(self) -> None:
@@ -219,6 +226,9 @@ class SweepView(Vertical, can_focus=True):
 
     def row(self, index: int):
         return self.result.baseline if index == 0 else self.result.rows[index - 1]
+
+    def action_leave(self) -> None:
+        _app(self).focus_input()
 
     @on(DataTable.RowHighlighted)
     def show_reply(self, event: DataTable.RowHighlighted) -> None:

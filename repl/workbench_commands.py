@@ -12,9 +12,8 @@ from typing import Any
 from engine.chat import ContextFullError, EngineError
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
-from repl.steering import loaded_names, vector_or_error
+from repl.steering import loaded_names, parse_layers, vector_or_error
 from repl.workbench import compare, keep, sweep
-from vectors import parse_range
 
 MAX_SWEEP = 12
 
@@ -104,10 +103,7 @@ def cmd_sweep(core: Core, args: dict[str, Any]) -> Outcome:
     strengths = _strengths(args["strengths"])
     prompt = args["prompt"]
     if args["layers"] is not None:
-        try:
-            layers = parse_range(args["layers"], core.model.n_layer)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        layers = parse_layers(core, args["layers"])
     elif vec.name in core.steering.active:
         layers = core.steering.active[vec.name].layers
     else:
