@@ -35,6 +35,13 @@ class Turn:
         return self.reply is not None and self.reply.interrupted
 
 
+def steering_text(steering: list[dict[str, Any]]) -> str:
+    """'terse +1 @9-13, formal -0.8 @8-12': steering as the status bar and views show it."""
+    return ", ".join(
+        f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}" for s in steering
+    )
+
+
 def pop_last_exchange(turns: list[Turn]) -> bool:
     """Remove the last user message and everything after it (/undo, live or replayed)."""
     for i in range(len(turns) - 1, -1, -1):
@@ -87,10 +94,7 @@ class Core:
         return self.steering.describe()
 
     def steering_summary(self) -> str:
-        return ", ".join(
-            f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
-            for s in self.active_steering()
-        )
+        return steering_text(self.active_steering())
 
     def status(self) -> dict[str, Any]:
         rate = self.last_reply.tokens_per_s if self.last_reply else None

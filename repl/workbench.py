@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.chat import Reply, Sampling
-from repl.core import Core, Turn
+from repl.core import Core, Turn, steering_text
 from repl.steering import Active
 
 # The fluency rule /sweep recommends by; docs/workbench.md explains the choice.
@@ -78,10 +78,7 @@ class Comparison:
     def label(self, which: str) -> str:
         if which == "unsteered":
             return "unsteered"
-        return "steered: " + ", ".join(
-            f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
-            for s in self.steering
-        )
+        return f"steered: {steering_text(self.steering)}"
 
     def lines(self) -> list[str]:
         out = [f"compare: {self.prompt}"]
