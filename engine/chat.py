@@ -199,6 +199,13 @@ class ChatContext:
             del self._cached[common:]
         return len(prompt) - common
 
+    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's tokens; a template that cannot render them is an EngineError."""
+        try:
+            return self.model.chat_tokens(messages)
+        except TemplateError as exc:
+            raise EngineError(str(exc)) from None
+
     # -- scoring ------------------------------------------------------------------------------
 
     def score(self, messages: list[dict[str, str]], token_ids: list[int]) -> list[float]:
@@ -209,7 +216,7 @@ class ChatContext:
         evaluated in batches that ask llama.cpp for logits at every position.
         """
         with self._lock:
-            prompt = self.model.chat_tokens(messages)
+            prompt = self._prompt(messages)
             tokens = prompt + list(token_ids)
             if len(tokens) > self.n_ctx:
                 raise ContextFullError(
@@ -274,10 +281,7 @@ class ChatContext:
 
     def _generate(self, messages, sampling, on_token, cancel) -> Reply:
         t0 = time.perf_counter()
-        try:
-            prompt = self.model.chat_tokens(messages)
-        except TemplateError as exc:
-            raise EngineError(str(exc)) from None
+        prompt = self._prompt(messages)
         if len(prompt) >= self.n_ctx:
             raise ContextFullError(
                 f"context full: the conversation is {len(prompt)} tokens and the context holds "

@@ -78,16 +78,16 @@ class Core:
 
     # -- what the model sees ----------------------------------------------------------------
 
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self, history: list[Turn] | None = None) -> list[dict[str, str]]:
+        """The system prompt and `history` (by default the transcript) as chat messages."""
+        turns = self.turns if history is None else history
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        msgs += [{"role": t.role, "content": t.text} for t in self.turns]
+        msgs += [{"role": t.role, "content": t.text} for t in turns]
         return msgs
 
     def messages_for(self, history: list[Turn], text: str) -> list[dict[str, str]]:
         """What the model sees when `text` follows `history` (for answers kept aside)."""
-        msgs = [{"role": "system", "content": self.system}] if self.system else []
-        msgs += [{"role": t.role, "content": t.text} for t in history]
-        return [*msgs, {"role": "user", "content": text}]
+        return [*self.messages(history), {"role": "user", "content": text}]
 
     def active_steering(self) -> list[dict[str, Any]]:
         """The steering the next reply is made under: name, strength, layers [a, b]."""
@@ -121,7 +121,7 @@ class Core:
             if outcome.job is not None:
                 outcome.job_line = text
             elif outcome.changed:
-                self._record(outcome, lambda r: r.command(text))
+                self.record(outcome, lambda r: r.command(text))
             return outcome
         if text.startswith("//"):
             text = text[1:]
@@ -130,7 +130,7 @@ class Core:
             self.recorder.user(text)
         return Outcome(generate=True)
 
-    def _record(self, outcome: Outcome, event) -> None:
+    def record(self, outcome: Outcome, event) -> None:
         """Record an event and autosave; a failed save is reported, never fatal."""
         if self.recorder is None:
             return
@@ -172,7 +172,7 @@ class Core:
             self.turns.append(turn)
             self.last_reply = reply
             out = Outcome(reply=reply)
-            self._record(out, lambda r: r.reply(turn))
+            self.record(out, lambda r: r.reply(turn))
             if reply.finish_reason == "context_full":
                 out.errors.append(
                     f"reply stopped: the context window ({self.ctx.n_ctx} tokens) is full; "
@@ -203,11 +203,11 @@ class Core:
         if backup is not None:
             self.turns.extend(backup)
             out = Outcome(errors=[f"{exc} (the last reply is kept)"], transcript_changed=True)
-            self._record(out, lambda r: r.retract("command", "/regen"))
+            self.record(out, lambda r: r.retract("command", "/regen"))
         else:
             self.turns.pop()
             out = Outcome(errors=[f"{exc} (message not sent)"], transcript_changed=True)
-            self._record(out, lambda r: r.retract("user"))
+            self.record(out, lambda r: r.retract("user"))
         return out
 
     def run_job(self, outcome: Outcome, on_progress=None, cancel=None) -> Outcome:
@@ -217,7 +217,7 @@ class Core:
         except (ValueError, OSError, RuntimeError) as exc:
             return Outcome.error(f"{outcome.job_label} failed: {exc}")
         if result.changed and outcome.job_line:
-            self._record(result, lambda r: r.command(outcome.job_line))
+            self.record(result, lambda r: r.command(outcome.job_line))
         return result
 
     # -- state changes used by commands ---------------------------------------------------------

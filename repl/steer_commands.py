@@ -44,7 +44,6 @@ def suggestion(vec: SteeringVector) -> str:
 def separation_report(vec: SteeringVector) -> list[str]:
     """The per-block picture a user needs before trusting a contrast."""
     effect = [float(x) for x in vec.meta.get("effect_size", [])]
-    accuracy = [float(x) for x in vec.meta.get("separation", [])]
     lines = []
     if effect:
         a, b = vec.recommended_range or (1, vec.n_layer - 1)
@@ -54,6 +53,13 @@ def separation_report(vec: SteeringVector) -> list[str]:
             f"  {sparkline(effect)}",
             f"  {marks}  recommended blocks {a}-{b}",
         ]
+    return lines + separation_verdict(vec)
+
+
+def separation_verdict(vec: SteeringVector) -> list[str]:
+    """Pair accuracy, and a warning when the contrast barely separates (charts aside)."""
+    accuracy = [float(x) for x in vec.meta.get("separation", [])]
+    lines = []
     if accuracy:
         steerable = accuracy[1:]
         lines.append(f"held-out pair accuracy: min {min(steerable):.2f}, max {max(steerable):.2f}")

@@ -110,18 +110,33 @@ def compare(
     messages = core.messages_for(history, text)
     sampling = fixed_seed(core.sampling)
     steering = core.active_steering()
-    buffer = core.steering.buffer()
+    controls = [None, core.steering.buffer()]
+    replies = _answers(core, messages, controls, sampling, on_progress, cancel)
+    if replies is None:
+        return None
+    return Comparison(text, prompt is not None, sampling, steering, *replies, _context(core))
+
+
+def _answers(
+    core: Core,
+    messages: list[dict[str, str]],
+    controls: list[np.ndarray | None],
+    sampling: Sampling,
+    on_progress: Callable[[int, int], None] | None,
+    cancel: threading.Event | None,
+) -> list[Reply] | None:
+    """One reply per control buffer, with progress; None as soon as one is cancelled."""
     replies = []
-    for i, control in enumerate((None, buffer)):
+    for i, control in enumerate(controls):
         if on_progress is not None:
-            on_progress(i, 2)
+            on_progress(i, len(controls))
         reply = core.answer(messages, control, sampling, cancel)
         if reply.interrupted:
             return None
         replies.append(reply)
     if on_progress is not None:
-        on_progress(2, 2)
-    return Comparison(text, prompt is not None, sampling, steering, *replies, _context(core))
+        on_progress(len(controls), len(controls))
+    return replies
 
 
 def _context(core: Core) -> tuple:
@@ -257,30 +272,20 @@ def sweep(
     messages = core.messages_for(history, text)
     sampling = fixed_seed(core.sampling)
     others = [s for s in core.active_steering() if s["name"] != name]
-    total = len(strengths) + 1
-    baseline = None
+    controls = [None, *(_control(core, name, s, layers) for s in strengths)]
+    replies = _answers(core, messages, controls, sampling, on_progress, cancel)
+    if replies is None:
+        return None
+    # scored after all replies are made: one switch to no steering, and the prompt stays cached
     rows = []
-    for i, strength in enumerate([None, *strengths]):
-        if on_progress is not None:
-            on_progress(i, total)
-        control = None if strength is None else _control(core, name, strength, layers)
-        reply = core.answer(messages, control, sampling, cancel)
-        if reply.interrupted:
-            return None
+    for strength, reply in zip([0.0, *strengths], replies, strict=True):
         scores = core.score_unsteered(messages, reply.token_ids)
         logprob = float(np.mean(scores)) if scores else math.nan
-        row = SweepRow(strength or 0.0, reply, degeneration(reply.token_ids), logprob)
-        if strength is None:
-            baseline = row
-        else:
-            rows.append(row)
-    if on_progress is not None:
-        on_progress(total, total)
-    result = Sweep(name, layers, text, baseline, rows, others)
-    for row in rows:
+        rows.append(SweepRow(strength, reply, degeneration(reply.token_ids), logprob))
+    baseline, rows = rows[0], rows[1:]
+    for row in [baseline, *rows]:
         row.fluent = _fluent(row, baseline)
-    baseline.fluent = _fluent(baseline, baseline)
-    return result
+    return Sweep(name, layers, text, baseline, rows, others)
 
 
 def _control(core: Core, name: str, strength: float, layers: tuple[int, int]) -> np.ndarray:

@@ -67,7 +67,7 @@ def cmd_pick(core: Core, args: dict[str, Any]) -> Outcome:
         return Outcome.say("kept neither reply; the conversation is unchanged")
     turn = keep(core, comparison, which)
     out = Outcome(info=[f"kept the {which} reply"], transcript_changed=True)
-    core._record(out, lambda r: r.reply(turn))
+    core.record(out, lambda r: r.reply(turn))
     return out
 
 
