@@ -259,6 +259,8 @@ class Registry:
 
     def parse(self, line: str) -> tuple[Command, dict[str, Any]]:
         """Split '/name args...' into the command and its converted arguments."""
+        if "\x00" in line:  # no path, name or setting can hold one; the OS refuses it in paths
+            raise UsageError("a command cannot contain a NUL character (\\x00); remove it")
         name, rest = self._resolve(line.strip()[1:])
         cmd = self.commands[name]
         try:

@@ -122,3 +122,12 @@ def test_flag_options_take_no_value() -> None:
     assert reg.dispatch(None, "/go home").info == ["home False"]
     assert reg.commands["go"].usage == "/go [where] [--fast]"
     assert reg.complete(None, "/go --fast ") == (11, [])
+
+
+@pytest.mark.parametrize(
+    "line", ["/replay a\x00b.toml", "/session save x\x00", "/vector load t\x00", "/system a\x00b"]
+)
+def test_a_nul_character_is_one_line_error(line: str) -> None:
+    """The fuzz found '/replay' crashing on a path with NUL (the OS refuses such paths)."""
+    errors = REGISTRY.dispatch(None, line).errors
+    assert errors == ["a command cannot contain a NUL character (\\x00); remove it"]
