@@ -8,7 +8,7 @@ STAMP := $(VENV)/.steer-installed
 # llama-cpp-python is compiled from source (CPU); pip caches the wheel after the first build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: chat test bench soak lint install clean
+.PHONY: chat test bench efficacy soak lint install clean
 
 $(STAMP): pyproject.toml tests/tools/build_llama_cli.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/steer_bench.py
 	$(BIN)/python bench/session_bench.py
+
+# the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~10 min)
+efficacy: $(STAMP)
+	$(BIN)/python bench/efficacy_bench.py --update-doc docs/efficacy.md
 
 # 300 turns through the plain REPL: RSS, time per turn, then replay --check (~10 min)
 soak: $(STAMP)

@@ -123,16 +123,21 @@ class Probe:
         self,
         prompts: list[list[int]],
         *,
-        last_k: int = 1,
+        last_k: int | list[int] = 1,
         batch: bool = True,
         on_progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> np.ndarray:
         """Activations (n_prompts, n_layer, n_embd): each block's output, averaged over each
-        prompt's last `last_k` tokens. batch=False decodes one prompt at a time (for comparing).
+        prompt's last `last_k` tokens (one number for all, or one per prompt: a reply written
+        after a prompt is averaged over just the reply). batch=False decodes one prompt at a
+        time (for comparing).
         """
         if not prompts:
             return np.zeros((0, self.n_layer, self.n_embd), dtype=np.float32)
+        ks = [last_k] * len(prompts) if isinstance(last_k, int) else list(last_k)
+        if len(ks) != len(prompts):
+            raise ValueError(f"{len(ks)} last_k values for {len(prompts)} prompts")
         out = np.zeros((len(prompts), self.n_layer, self.n_embd), dtype=np.float32)
         groups = self._groups(prompts) if batch else [[i] for i in range(len(prompts))]
         done = 0
@@ -140,7 +145,7 @@ class Probe:
             for group in groups:
                 if cancel is not None and cancel.is_set():
                     raise CaptureCancelled("capture cancelled")
-                self._decode_group([prompts[i] for i in group], last_k, group, out)
+                self._decode_group([prompts[i] for i in group], [ks[i] for i in group], group, out)
                 done += len(group)
                 if on_progress is not None:
                     on_progress(done, len(prompts))
@@ -153,7 +158,7 @@ class Probe:
             wanted: list[tuple[int, int]] = []  # (batch row, index within group)
             row = 0
             for seq, tokens in enumerate(group_prompts):
-                k = max(1, min(last_k, len(tokens)))
+                k = max(1, min(last_k[seq], len(tokens)))
                 for pos, token in enumerate(tokens):
                     batch.token[row] = token
                     batch.pos[row] = pos

@@ -140,7 +140,7 @@ class Replayer:
             if command not in ("vector save", "help"):
                 self.report.notes.append(f"skipped /{command} (replay runs no such command)")
             return None
-        outcome = self.core.submit(line)
+        outcome = self.core.submit(self._uncalibrated(command, line))
         if outcome.job is not None:
             outcome = self.core.run_job(outcome, None, self._cancel)
             if self.cancelled:
@@ -150,6 +150,16 @@ class Replayer:
         if outcome.errors:
             raise ReplayError(f"{line!r} failed on replay: {outcome.errors[0]}")
         return None
+
+    def _uncalibrated(self, command: str, line: str) -> str:
+        """A /contrast whose vector the session stored is rebuilt only to be compared, then
+        replaced by the stored file (calibration included): calibrating it again is waste."""
+        if command != "contrast" or "--no-calibrate" in line.split():
+            return line
+        name = self._parse(line)["name"]
+        if name in {ref.name for ref in self.session.vectors}:
+            return f"{line} --no-calibrate"
+        return line
 
     def _ref_path(self, name: str) -> Path:
         for ref in self.session.vectors:

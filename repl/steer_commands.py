@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.capture import CaptureCancelled
+from engine.chat import Sampling
+from repl.calibrate import N_PROMPTS, calibrate
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 from repl.steering import (
@@ -22,9 +24,20 @@ from repl.steering import (
     provenance_for,
     vector_or_error,
 )
-from vectors import SteeringVector, VectorFileError, load_pairs, mix, save_vector
+from vectors import (
+    SteeringVector,
+    VectorFileError,
+    bundled_names,
+    load_pairs,
+    mix,
+    save_vector,
+)
+from vectors.calibration import Point, is_fluent
 
 BARS = " ▁▂▃▄▅▆▇█"
+REPLY_TOKENS = 48  # tokens of each reply --method replies reads
+DEFAULT_MODEL_HINT = "the default model, SmolLM2-135M-Instruct"
+CALIBRATION_UNITS = 4 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
 
 
 def sparkline(values: list[float]) -> str:
@@ -71,6 +84,45 @@ def separation_verdict(vec: SteeringVector) -> list[str]:
     return lines
 
 
+def calibration_report(vec: SteeringVector) -> list[str]:
+    """The calibration table kept in the vector's provenance, or nothing if uncalibrated."""
+    cal = vec.meta.get("calibration")
+    if not isinstance(cal, dict) or "baseline" not in cal:
+        return []
+    try:
+        base = Point.from_dict(cal["baseline"])
+        points = [Point.from_dict(p) for p in cal.get("points", [])]
+    except (KeyError, TypeError, ValueError):
+        return ["calibration: unreadable in this file"]
+    a, b = cal.get("layers", vec.recommended_range or (1, vec.n_layer - 1))
+    lines = [
+        f"calibration: {len(cal.get('prompts', []))} held-out questions, greedy, "
+        f"{cal.get('max_tokens')} tokens, blocks {a}-{b}",
+        f"  {'strength':>8} {'tokens':>6} {'NLL/tok':>7} {'x unst':>6} {'repeat':>6} {'effect':>6}",
+    ]
+    for point in [base, *points]:
+        label = "off" if point is base else f"{point.strength:g}"
+        mark = ""
+        if point is not base:
+            mark = "  fluent" if is_fluent(point, base) else "  not fluent"
+            if cal.get("chosen") is not None and point.strength == cal["chosen"]:
+                mark += " <- recommended"
+        lines.append(
+            f"  {label:>8} {point.tokens:6.1f} {_num(point.nll)} "
+            f"{_num(point.nll / base.nll if base.nll else math.nan)} "
+            f"{point.repeat:6.2f} {_num(point.effect, signed=True)}{mark}"
+        )
+    if cal.get("chosen") is None:
+        lines.append("  warning: no strength tried stayed fluent; recommending the gentlest")
+    return lines
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return f"{'–':>6}"
+    return f"{value:+6.2f}" if signed else f"{value:6.2f}"
+
+
 # -- /contrast ------------------------------------------------------------------------------------
 
 
@@ -81,7 +133,14 @@ def separation_verdict(vec: SteeringVector) -> list[str]:
     Arg("positive", optional=True, help="instruction for the side to steer towards (quote it)"),
     Arg("negative", optional=True, help="instruction for the side to steer away from"),
     options=(
-        Arg("--method", "choice", ("mean", "pca"), help="mean difference (default) or PCA"),
+        Arg(
+            "--method",
+            "choice",
+            ("mean", "pca", "replies"),
+            help="mean difference at the prompt's end (default), PCA, or 'replies': the model "
+            "writes a reply under each instruction and the mean difference over the written "
+            "tokens is taken (for topics and tones)",
+        ),
         Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
         Arg(
             "--pairs",
@@ -94,6 +153,11 @@ def separation_verdict(vec: SteeringVector) -> list[str]:
             "--raw",
             "flag",
             help="use pair prompts verbatim, without the chat template",
+        ),
+        Arg(
+            "--no-calibrate",
+            "flag",
+            help="skip the calibration that measures which strength stays fluent",
         ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
@@ -127,27 +191,79 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     method = args["method"] or "mean"
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]
+    written = method == "replies"
+    if written and not chat_format:
+        raise UsageError("--method replies needs chat prompts: leave out --raw")
+    if written:
+        provenance["reply_tokens"] = REPLY_TOKENS
+
+    calibrating = not args["no_calibrate"]
+    writing_total = 2 * len(pairs) if written else 0
+    capture_total = writing_total + 2 * len(pairs)
+    expected = capture_total + (CALIBRATION_UNITS if calibrating else 0)
 
     def job(on_progress, cancel) -> Outcome:
+        def captured(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(writing_total + done, expected)
+
+        replies = None
+        if written:
+            replies = write_replies(core, pairs, on_progress, expected, cancel)
+            if replies is None:
+                return Outcome.error(f"/contrast {name} cancelled; nothing was built")
         try:
             vec = core.steering.contrast(
                 name,
                 pairs,
-                method=method,
+                method="mean" if written else method,
                 chat_format=chat_format,
                 last_k=last_k,
                 provenance=provenance,
-                on_progress=on_progress,
+                replies=replies,
+                on_progress=captured,
                 cancel=cancel,
             )
         except CaptureCancelled:
             return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+        if calibrating:
+            result = calibrate(
+                core,
+                name,
+                positive,
+                negative,
+                on_progress=on_progress,
+                progress_offset=capture_total,
+                cancel=cancel,
+            )
+            if result is None:
+                core.steering.vectors.pop(name, None)
+                return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+            vec.meta.update(result.meta())
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
         return Outcome(view=VectorReport(vec, head), changed=True)
 
-    return Outcome(
-        job=job, job_label=f"capturing activations for {name!r}", job_total=2 * len(pairs)
-    )
+    label = "capturing activations and calibrating" if calibrating else "capturing activations"
+    return Outcome(job=job, job_label=f"{label} for {name!r}", job_total=expected)
+
+
+def write_replies(
+    core: Core, pairs: list[tuple[str, str]], on_progress, expected: int, cancel
+) -> list[list[int]] | None:
+    """Greedy replies (token ids) to every positive, then every negative prompt, unsteered;
+    None if cancelled. What the model writes under an instruction carries a topic or a tone
+    that the prompt's last token alone does not (docs/efficacy.md)."""
+    texts = [p for p, _ in pairs] + [n for _, n in pairs]
+    sampling = Sampling(temperature=0.0, max_tokens=REPLY_TOKENS)
+    out = []
+    for i, text in enumerate(texts):
+        reply = core.answer([{"role": "user", "content": text}], None, sampling, cancel)
+        if reply.interrupted:
+            return None
+        out.append(reply.token_ids)
+        if on_progress is not None:
+            on_progress(i + 1, expected)
+    return out
 
 
 def _name(raw: str) -> str:
@@ -251,9 +367,9 @@ def _target(raw: str | None, name: str) -> Path:
 @REGISTRY.command(
     "vector load",
     "load a control-vector file (or a library name)",
-    Arg("path", help="a .gguf file, or the name of a vector in the user library"),
+    Arg("path", help="a .gguf file, or the name of a vector in the user library or ready-made"),
     Arg("name", optional=True, help="the name to use (default: the file's)"),
-    path=lambda core, prefix: library_names(),
+    path=lambda core, prefix: sorted(set(library_names()) | set(bundled_names())),
 )
 def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
     try:
@@ -269,6 +385,9 @@ def cmd_vector_list(core: Core, args: dict[str, Any]) -> Outcome:
     lines = [_steering_listing(core)]
     lib = [n for n in library_names() if n not in core.steering.vectors]
     lines.append(f"library ({library_dir()}): {', '.join(lib) if lib else 'nothing else'}")
+    ready = [n for n in bundled_names() if n not in core.steering.vectors and n not in lib]
+    if ready:
+        lines.append(f"ready-made (for {DEFAULT_MODEL_HINT}): {', '.join(ready)}")
     return Outcome.say("\n".join(lines))
 
 
@@ -292,7 +411,12 @@ class VectorReport:
     def lines(self) -> list[str]:
         vec = self.vector
         if self.head:
-            return [self.head, *separation_report(vec), f"apply it: {suggestion(vec)}"]
+            return [
+                self.head,
+                *separation_report(vec),
+                *calibration_report(vec),
+                f"apply it: {suggestion(vec)}",
+            ]
         return [describe_vector(vec)]
 
     def event(self) -> None:
@@ -301,7 +425,7 @@ class VectorReport:
 
 def provenance(vec: SteeringVector) -> list[str]:
     """The metadata a vector carries about how it was made, one 'key: value' per line."""
-    skip = {"separation", "effect_size", "norms", "prompts"}
+    skip = {"separation", "effect_size", "norms", "prompts", "calibration"}
     lines = [f"{key}: {vec.meta[key]}" for key in sorted(k for k in vec.meta if k not in skip)]
     if "prompts" in vec.meta:
         lines.append(f"prompts: {len(vec.meta['prompts'])} neutral prompts")
@@ -315,6 +439,7 @@ def describe_vector(vec: SteeringVector) -> str:
         f"norm per block 0..{vec.n_layer - 1} (max {max(norms):.1f}):",
         f"  {sparkline(norms)}",
         *separation_report(vec),
+        *calibration_report(vec),
         f"suggested: {suggestion(vec)}",
     ]
     lines += [f"  {line}" for line in provenance(vec)]

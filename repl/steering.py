@@ -23,6 +23,7 @@ from vectors import (
     UNIT_MEAN_DIFF,
     SteeringVector,
     build_vector,
+    bundled_path,
     compose,
     load_vector,
     neutral_prompts,
@@ -127,6 +128,8 @@ class Steering:
         path = Path(where).expanduser()
         if not path.exists() and NAME_RE.match(where):
             path = library_dir() / f"{where}.gguf"
+            if not path.exists():
+                path = bundled_path(where) or path
         if name is not None:
             check_name(name)
             self.check_free(name)
@@ -167,12 +170,15 @@ class Steering:
         chat_format: bool,
         last_k: int,
         provenance: dict,
+        replies: list[list[int]] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> SteeringVector:
         """Capture both sides of every pair in one batched run and build the vector.
 
-        Nothing is stored if capture is cancelled or fails.
+        `replies` (token ids per prompt: positives, then negatives) are replies the model
+        wrote to the chat-formatted prompts; each prompt is then read over its reply's tokens
+        instead of its last `last_k` tokens. Nothing is stored if capture is cancelled or fails.
         """
         self.check_free(name)
         texts = [p for p, _ in pairs] + [n for _, n in pairs]
@@ -180,16 +186,24 @@ class Steering:
             prompts = [self.model.chat_tokens([{"role": "user", "content": t}]) for t in texts]
         else:
             prompts = [self.model.tokenize(t, add_special=True) for t in texts]
-        acts = self.probe().capture(prompts, last_k=last_k, on_progress=on_progress, cancel=cancel)
+        ks: int | list[int] = last_k
+        position = "last prompt token" if last_k == 1 else f"mean of last {last_k} tokens"
+        if replies is not None:
+            prompts = [p + list(r) for p, r in zip(prompts, replies, strict=True)]
+            ks = [max(1, len(r)) for r in replies]
+            position = f"mean over each reply the model wrote (up to {max(ks)} tokens)"
+        acts = self.probe().capture(prompts, last_k=ks, on_progress=on_progress, cancel=cancel)
         n = len(pairs)
         meta = {
             **provenance,
-            "position": "last prompt token" if last_k == 1 else f"mean of last {last_k} tokens",
+            "position": position,
             "model_sha256": self.model_sha256(),
             "model_file": self.model.path.name,
             "strength_unit": UNIT_MEAN_DIFF,
         }
         vec = build_vector(name, acts[:n], acts[n:], method=method, meta=meta)
+        if replies is not None:
+            vec.meta["method"] = f"replies ({method} of the differences)"
         self.add(vec)
         return vec
 

@@ -20,7 +20,13 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import DataTable, Markdown, Static
 
-from repl.steer_commands import VectorReport, provenance, separation_verdict, suggestion
+from repl.steer_commands import (
+    VectorReport,
+    calibration_report,
+    provenance,
+    separation_verdict,
+    suggestion,
+)
 from repl.steering import LOUD, Active
 from repl.workbench import Comparison, Sweep
 
@@ -120,7 +126,7 @@ class VectorView(Vertical):
         effect = [float(x) for x in vec.meta.get("effect_size", [])]
         if effect:
             yield BlockChart(f"held-out effect size per block (max {max(effect):.1f})", effect, rec)
-        notes = separation_verdict(vec)
+        notes = separation_verdict(vec) + calibration_report(vec)
         label = "apply it" if self.report.head else "suggested"
         notes.append(f"{label}: {suggestion(vec)}")
         yield Static("\n".join(notes), markup=False)

@@ -19,19 +19,14 @@ import numpy as np
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, steering_text
 from repl.steering import Active
+from vectors.calibration import MAX_NLL_RATIO, MAX_REPEAT_GAIN, SHORT_RULE, Point, is_fluent
 
-# The fluency rule /sweep recommends by; docs/workbench.md explains the choice.
-MAX_DEGENERATION = 0.2  # share of the reply's token 3-grams that repeat an earlier one
-MAX_LOGPROB_DROP = 1.5  # nats per token below the unsteered reply, scored unsteered
+# The fluency rule /sweep recommends by is the one /contrast's calibration uses
+# (vectors/calibration.py explains the numbers); /sweep takes the strongest fluent setting.
 FLUENCY_RULE = (
-    f"the strongest setting (positive, unless only negatives were swept) whose reply is not "
-    f"empty, repeats at most "
-    f"{MAX_DEGENERATION:.0%} of its 3-grams and scores at most {MAX_LOGPROB_DROP:g} nat/token "
-    "below the unsteered reply under the unsteered model"
-)
-SHORT_RULE = (
-    f"fluent: not empty, ≤{MAX_DEGENERATION:.0%} repeated 3-grams, logprob ≤{MAX_LOGPROB_DROP:g} "
-    "below unsteered"
+    "the strongest setting (positive, unless only negatives were swept) whose reply is "
+    f"not empty, repeats at most {MAX_REPEAT_GAIN:g} more of its 3-grams than the unsteered "
+    f"reply and costs at most {MAX_NLL_RATIO:g}x its NLL/token under the unsteered model"
 )
 
 
@@ -295,8 +290,9 @@ def _control(core: Core, name: str, strength: float, layers: tuple[int, int]) ->
 
 
 def _fluent(row: SweepRow, baseline: SweepRow) -> bool:
-    if row.reply.tokens == 0 or math.isnan(row.logprob):
-        return False
-    if row.degeneration > MAX_DEGENERATION:
-        return False
-    return math.isnan(baseline.logprob) or row.logprob >= baseline.logprob - MAX_LOGPROB_DROP
+    return is_fluent(_point(row), _point(baseline))
+
+
+def _point(row: SweepRow) -> Point:
+    """A sweep row as a calibration point: one reply, NLL = minus the mean logprob."""
+    return Point(row.strength, -row.logprob, row.degeneration, float(row.reply.tokens))

@@ -180,7 +180,7 @@ def test_main_screen_snapshot(snap_compare, core) -> None:
 @sync
 async def test_contrast_shows_progress_and_esc_cancels(core) -> None:
     app = SteerApp(core)
-    line = '/contrast slow "Be brief." "Be long." --n 40'
+    line = '/contrast slow "Be brief." "Be long." --n 40 --no-calibrate'
     async with app.run_test(size=SIZE) as pilot:
         core_submit = core.submit
         outcome = core_submit(line)
@@ -202,7 +202,7 @@ async def test_contrast_shows_progress_and_esc_cancels(core) -> None:
 async def test_contrast_then_steer_shows_in_the_status_bar(core) -> None:
     app = SteerApp(core)
     async with app.run_test(size=SIZE) as pilot:
-        await type_text(pilot, '/contrast t "Be brief." "Be long." --n 3')
+        await type_text(pilot, '/contrast t "Be brief." "Be long." --n 3 --no-calibrate')
         await pilot.press("enter")
         await wait_for(pilot, lambda: "t" in core.steering.vectors and not app.busy)
         await pilot.pause()

@@ -217,7 +217,7 @@ def test_kill_mid_contrast_keeps_no_vector(world) -> None:
 def test_kill_while_saving_a_vector_leaves_no_vector_in_the_library(world) -> None:
     session, env = world
     steer = Steer(session, {**env, "STEER_TEST_SAVE_PAUSE": "60"})
-    steer.send(CONTRAST + " --n 2")
+    steer.send(CONTRAST + " --n 2 --no-calibrate")
     steer.wait_for("about to rename t.gguf", stream="err")  # kept beside the session
     steer.kill()
     load_session(session)
@@ -233,7 +233,7 @@ def test_kill_while_saving_a_vector_leaves_no_vector_in_the_library(world) -> No
 def test_kill_while_saving_to_the_library(world) -> None:
     session, env = world
     steer = Steer(session, env)
-    steer.send(CONTRAST + " --n 2")
+    steer.send(CONTRAST + " --n 2 --no-calibrate")
     steer.wait_for("apply it:")
     steer.proc.stdin.close()
     steer.proc.wait(timeout=60)

@@ -68,7 +68,7 @@ def test_interrupted_reply_is_saved_as_interrupted(recorded: Core, tmp_path) -> 
 
 
 def test_a_vector_built_in_the_session_is_kept_beside_it(recorded: Core, tmp_path) -> None:
-    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3')
+    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3 --no-calibrate')
     chat(recorded, "/steer quick 0.5 --layers 9-13")
     session = load_session(tmp_path / "chat.toml")
     [ref] = session.vectors
@@ -118,7 +118,7 @@ def run_jsonl(session: Path, lines: str, env: dict) -> list[dict]:
 def test_resume_gives_the_reply_it_would_have_given_without_the_restart(tmp_path) -> None:
     env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
     first = (
-        f'/contrast t "{TERSE}" "{VERBOSE}" --n 3\nTell me about the moon.\n'
+        f'/contrast t "{TERSE}" "{VERBOSE}" --n 3 --no-calibrate\nTell me about the moon.\n'
         "/steer t 0.5 --layers 9-13\n/system Be kind.\n"
     )
     last = "And the sun?\n"
@@ -141,7 +141,7 @@ def test_resume_gives_the_reply_it_would_have_given_without_the_restart(tmp_path
 
 
 def test_session_commands(recorded: Core, tmp_path) -> None:
-    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3')
+    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3 --no-calibrate')
     chat(recorded, "Name three colors.")
     shared = tmp_path / "share"
     shared.mkdir()

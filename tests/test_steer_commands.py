@@ -182,7 +182,9 @@ def test_vector_mix_is_exact(steered_core: Core) -> None:
 
 def test_contrast_builds_a_vector_and_reports_separation(steered_core: Core) -> None:
     core = steered_core
-    outcome = core.submit(f'/contrast quick "{TERSE}" "{VERBOSE}" --n 4 --method pca')
+    outcome = core.submit(
+        f'/contrast quick "{TERSE}" "{VERBOSE}" --n 4 --method pca --no-calibrate'
+    )
     assert outcome.job is not None and outcome.job_total == 8
     progress = []
     result = core.run_job(
@@ -203,7 +205,7 @@ def test_contrast_from_a_pairs_file(steered_core: Core, tmp_path) -> None:
         "Be brief. What is snow?\tBe long-winded. What is snow?\n"
         "Be brief. What is wind?\tBe long-winded. What is wind?\n"
     )
-    outcome = steered_core.submit(f"/contrast fromfile --pairs {pairs}")
+    outcome = steered_core.submit(f"/contrast fromfile --pairs {pairs} --no-calibrate")
     result = steered_core.run_job(outcome)
     assert result.lines()[0] == "built vector 'fromfile' (mean, 3 pairs)"
     assert steered_core.steering.vectors["fromfile"].meta["pairs_sha256"]
@@ -236,7 +238,8 @@ def test_cancelled_contrast_builds_nothing(steered_core: Core) -> None:
 def test_jsonl_reply_reports_its_steering(tmp_path) -> None:
     env = {**os.environ, "STEER_DATA_DIR": str(tmp_path)}
     lines = (
-        f'/contrast t "{TERSE}" "{VERBOSE}" --n 4\n/steer t 0.5 --layers 9-13\nName three colors.\n'
+        f'/contrast t "{TERSE}" "{VERBOSE}" --n 4 --no-calibrate\n'
+        "/steer t 0.5 --layers 9-13\nName three colors.\n"
     )
     proc = subprocess.run(
         [*STEER, "chat", "--jsonl", "--temperature", "0", "--max-tokens", "20"],

@@ -12,5 +12,15 @@ from importlib import resources
 
 def neutral_prompts() -> list[str]:
     """The shipped prompts, one per non-blank, non-comment line of data/neutral_prompts.txt."""
-    text = resources.files("vectors").joinpath("data/neutral_prompts.txt").read_text("utf-8")
+    return _prompt_lines("data/neutral_prompts.txt")
+
+
+def calibration_prompts() -> list[str]:
+    """Questions held out from the build prompts, for choosing a strength (data/calibration_
+    prompts.txt): a strength judged on the prompts a vector was built from would flatter it."""
+    return _prompt_lines("data/calibration_prompts.txt")
+
+
+def _prompt_lines(name: str) -> list[str]:
+    text = resources.files("vectors").joinpath(name).read_text("utf-8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]

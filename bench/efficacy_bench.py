@@ -1,0 +1,334 @@
+"""Efficacy scoreboard: does steering at steer's own recommendation do what the instruction says?
+
+For each concept, /contrast builds a vector from a positive and a negative instruction exactly as
+a user would (calibration included), and 8 questions that no build or calibration prompt
+contains are answered three ways: unsteered, with the positive instruction in the prompt, and
+steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply is greedy, capped
+at 150 tokens, and scored by the unsteered model on the bare question. Columns:
+
+- marker: the concept's countable marker (reply tokens for verbosity, marker words or '!' per
+  100 words otherwise);
+- tokens: mean reply length;
+- NLL: mean negative log-likelihood per reply token under the unsteered model, and its ratio to
+  the unsteered replies';
+- rep3: mean share of repeated token 3-grams.
+
+Run with `make efficacy` (updates docs/efficacy.md) or
+`python bench/efficacy_bench.py [--concepts sea,excited] [--options "--method replies"]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import ChatContext, Model, Sampling  # noqa: E402
+from repl.calibrate import Scored, answer_all, instructed, score  # noqa: E402
+from repl.core import Core  # noqa: E402
+from vectors import calibration_prompts, neutral_prompts  # noqa: E402
+
+QUESTIONS = [
+    "How do birds find their way when they migrate?",
+    "What is the difference between a virus and a bacterium?",
+    "How does a battery store energy?",
+    "Why do people dream?",
+    "How is paper made?",
+    "What does a city council do?",
+    "How do glaciers move?",
+    "What is the purpose of a bank?",
+]
+DOC_BEGIN = "<!-- efficacy:begin -->"
+DOC_END = "<!-- efficacy:end -->"
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def _lexicon(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+def lexicon_rate(lexicon: frozenset[str]) -> Callable[[str, int], float]:
+    """Marker words per 100 words (exact words, so 'sea' never counts 'season')."""
+
+    def rate(text: str, tokens: int) -> float:
+        words = _words(text)
+        return 100.0 * sum(w in lexicon for w in words) / len(words) if words else 0.0
+
+    return rate
+
+
+def exclamations(text: str, tokens: int) -> float:
+    words = _words(text)
+    return 100.0 * text.count("!") / len(words) if words else 0.0
+
+
+def length(text: str, tokens: int) -> float:
+    return float(tokens)
+
+
+SEA = _lexicon(
+    "sea seas ocean oceans ship ships sailor sailors sail sails sailing boat boats wave waves "
+    "harbor harbour harbors tide tides marine maritime naval navy captain anchor anchors shore "
+    "coast coastal vessel vessels voyage voyages fleet nautical seafaring mariner mariners crew "
+    "deck port ports shipwreck pirate pirates seaside sailed underwater fish whale whales"
+)
+SPACE = _lexicon(
+    "space spacecraft spaceship star stars starry planet planets planetary galaxy galaxies "
+    "universe cosmos cosmic astronaut astronauts orbit orbits orbiting rocket rockets telescope "
+    "nasa moon moons solar asteroid asteroids comet comets nebula astronomy astronomer "
+    "astronomers celestial interstellar mars jupiter saturn gravity satellite satellites"
+)
+SAD = _lexicon(
+    "sad sadly sadness sorrow sorrowful gloomy gloom melancholy melancholic unfortunately lonely "
+    "loneliness grief grieve tears weep weeping cry crying despair mourn mourning heartbreak "
+    "heartbroken regret alas bleak darkness emptiness lost loss pain painful suffer suffering "
+    "hopeless miserable misery sigh weary grim dreary forlorn"
+)
+FORMAL = _lexicon(
+    "sincerely regards dear furthermore moreover therefore thus hence hereby accordingly "
+    "consequently respectfully kindly regarding pursuant esteemed additionally nevertheless "
+    "whereas wherein henceforth shall utilize facilitate subsequently aforementioned "
+    "request inform please"
+)
+
+
+@dataclass
+class Concept:
+    name: str
+    kind: str  # verbosity, formality, topic, tone
+    positive: str
+    negative: str
+    marker_name: str
+    marker: Callable[[str, int], float]
+    options: str = ""  # extra /contrast options this concept is built with
+
+
+CONCEPTS = [
+    Concept(
+        "terse",
+        "verbosity",
+        "Respond tersely, in one short sentence.",
+        "Respond in great detail, at length.",
+        "tokens",
+        length,
+    ),
+    Concept(
+        "formal",
+        "formality",
+        "Respond formally, like an official letter.",
+        "Respond casually, like a text to a friend.",
+        "formal words/100",
+        lexicon_rate(FORMAL),
+    ),
+    Concept(
+        "sea",
+        "topic",
+        "Relate your answer to the sea and ships.",
+        "Answer the question.",
+        "sea words/100",
+        lexicon_rate(SEA),
+    ),
+    Concept(
+        "space",
+        "topic",
+        "Relate your answer to outer space and the stars.",
+        "Answer the question.",
+        "space words/100",
+        lexicon_rate(SPACE),
+    ),
+    Concept(
+        "excited",
+        "tone",
+        "Answer with wild excitement and exclamation marks.",
+        "Answer calmly.",
+        "'!'/100 words",
+        exclamations,
+    ),
+    Concept(
+        "sad",
+        "tone",
+        "Answer in a sad, gloomy, melancholy tone.",
+        "Answer in a neutral, matter-of-fact tone.",
+        "sad words/100",
+        lexicon_rate(SAD),
+    ),
+]
+
+
+@dataclass
+class Condition:
+    """Replies under one condition, summarised."""
+
+    label: str
+    scored: list[Scored]
+    marker: float = 0.0
+    tokens: float = 0.0
+    nll: float = math.nan
+    rep3: float = 0.0
+    texts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, label: str, scored: list[Scored], concept: Concept) -> Condition:
+        made = [s for s in scored if s.reply.tokens > 0]
+        return cls(
+            label,
+            scored,
+            marker=float(np.mean([concept.marker(s.reply.text, s.reply.tokens) for s in scored])),
+            tokens=float(np.mean([s.reply.tokens for s in scored])),
+            nll=float(np.mean([s.nll for s in made])) if made else math.nan,
+            rep3=float(np.mean([s.repeat for s in scored])),
+            texts=[s.reply.text for s in scored],
+        )
+
+
+@dataclass
+class Result:
+    concept: Concept
+    unsteered: Condition
+    prompted: Condition
+    steered: Condition
+    strength: float
+    layers: tuple[int, int]
+    build_s: float
+    calibrated: bool
+
+    def verdict(self) -> str:
+        """The issue's targets for this concept: met or not, and why."""
+        u, p, s = self.unsteered, self.prompted, self.steered
+        ratio = s.nll / u.nll
+        fluent = ratio <= 1.5 and s.rep3 <= u.rep3 + 0.10
+        if self.concept.kind == "verbosity":
+            cut = 1 - s.tokens / u.tokens
+            ok = cut >= 0.60 and fluent
+            return f"{'PASS' if ok else 'FAIL'}: {cut:.0%} shorter at {ratio:.2f}x NLL"
+        gain, prompt_gain = s.marker - u.marker, p.marker - u.marker
+        strong = s.marker >= 2 * u.marker and s.marker > u.marker
+        half = prompt_gain <= 0 or gain >= 0.5 * prompt_gain
+        ok = strong and half and fluent
+        share = gain / prompt_gain if prompt_gain > 0 else math.nan
+        return (
+            f"{'PASS' if ok else 'FAIL'}: marker {u.marker:.2f} -> {s.marker:.2f} "
+            f"({share:.0%} of the prompt's gain) at {ratio:.2f}x NLL"
+        )
+
+
+def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, base) -> Result:
+    options = f"{concept.options} {extra}".strip()
+    line = (
+        f"/contrast {concept.name} {shlex.quote(concept.positive)} "
+        f"{shlex.quote(concept.negative)} {options}".strip()
+    )
+    start = time.perf_counter()
+    outcome = core.submit(line)
+    if outcome.errors:
+        raise SystemExit(f"{line}: {outcome.errors[0]}")
+    result = core.run_job(outcome)
+    if result.errors:
+        raise SystemExit(f"{line}: {result.errors[0]}")
+    build_s = time.perf_counter() - start
+    vec = core.steering.vectors[concept.name]
+    active = core.steering.activate(concept.name, None, None)  # `/steer NAME`: the recommendation
+    core.steering.active.clear()
+    control = core.steering.buffer({concept.name: active})
+    asked = [instructed(q, concept.positive) for q in QUESTIONS]
+    prompted = answer_all(core, asked, None, sampling)
+    steered = answer_all(core, QUESTIONS, control, sampling)
+    return Result(
+        concept,
+        Condition.of("unsteered", base, concept),
+        Condition.of("prompt", score(core, QUESTIONS, prompted), concept),
+        Condition.of(f"steer {active.strength:g}", score(core, QUESTIONS, steered), concept),
+        active.strength,
+        active.layers,
+        build_s,
+        "calibration" in vec.meta,
+    )
+
+
+def table(results: list[Result]) -> list[str]:
+    out = [
+        "| concept | marker | condition | marker value | tokens | NLL/token | NLL x | rep3 |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        base = r.unsteered.nll
+        for cond in (r.unsteered, r.prompted, r.steered):
+            label = cond.label
+            if cond is r.steered:
+                label += f" @{r.layers[0]}-{r.layers[1]}"
+            out.append(
+                f"| {r.concept.name} | {r.concept.marker_name} | {label} | {cond.marker:.2f} | "
+                f"{cond.tokens:.1f} | {cond.nll:.2f} | {cond.nll / base:.2f} | {cond.rep3:.3f} |"
+            )
+    return out
+
+
+def update_doc(path: Path, body: list[str]) -> None:
+    text = path.read_text("utf-8")
+    if DOC_BEGIN not in text or DOC_END not in text:
+        raise SystemExit(f"{path}: no {DOC_BEGIN} ... {DOC_END} block to update")
+    head, rest = text.split(DOC_BEGIN, 1)
+    tail = rest.split(DOC_END, 1)[1]
+    path.write_text(f"{head}{DOC_BEGIN}\n" + "\n".join(body) + f"\n{DOC_END}{tail}", "utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concepts", help="comma-separated names (default: all)")
+    parser.add_argument("--options", default="", help="extra /contrast options for every concept")
+    parser.add_argument("--max-tokens", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--show", action="store_true", help="print every steered reply")
+    parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
+    args = parser.parse_args()
+    overlap = set(QUESTIONS) & (set(neutral_prompts()) | set(calibration_prompts()))
+    if overlap:
+        raise SystemExit(f"bench questions overlap the build or calibration prompts: {overlap}")
+    wanted = args.concepts.split(",") if args.concepts else [c.name for c in CONCEPTS]
+    concepts = [c for c in CONCEPTS if c.name in wanted]
+    if len(concepts) != len(wanted):
+        raise SystemExit(f"unknown concept in {wanted}; known: {[c.name for c in CONCEPTS]}")
+    model = Model()
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
+    core = Core(model, ctx, sampling)
+    start = time.perf_counter()
+    base = score(core, QUESTIONS, answer_all(core, QUESTIONS, None, sampling))
+    results = []
+    for concept in concepts:
+        result = run_concept(core, concept, args.options, sampling, base)
+        results.append(result)
+        print(f"{concept.name}: {result.verdict()} (built in {result.build_s:.1f} s)", flush=True)
+        if args.show:
+            for q, text in zip(QUESTIONS, result.steered.texts, strict=True):
+                print(f"  [{q}] {text!r}")
+    command = "python bench/efficacy_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    body = [
+        f"Made by `{command.strip()}` on {model.name}: {len(QUESTIONS)} unseen questions, "
+        f"greedy, {args.max_tokens}-token cap, {time.perf_counter() - start:.0f} s.",
+        "",
+        *table(results),
+        "",
+        *(f"- {r.concept.name} ({r.concept.kind}): {r.verdict()}" for r in results),
+    ]
+    print("\n".join(body))
+    if args.update_doc is not None:
+        update_doc(args.update_doc, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The strength rule /contrast's calibration and /sweep share: pure logic, no model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vectors import calibration_prompts, neutral_prompts
+from vectors.calibration import (
+    MAX_NLL_RATIO,
+    MIN_NLL_SLACK,
+    Point,
+    choose,
+    is_fluent,
+    nll_limit,
+)
+
+BASE = Point(0.0, 0.8, 0.05, 40.0, effect=-0.2)
+
+
+def test_the_nll_limit_is_a_ratio_with_a_floor_for_looping_baselines() -> None:
+    assert nll_limit(0.8) == pytest.approx(0.8 * MAX_NLL_RATIO)  # +0.2 nat on a usual baseline
+    assert nll_limit(0.1) == pytest.approx(0.1 + MIN_NLL_SLACK)  # a loop is very likely
+
+
+@pytest.mark.parametrize(
+    ("point", "fluent"),
+    [
+        (Point(0.3, 0.86, 0.05, 30), True),  # 1.08x: natural
+        (Point(0.4, 1.0, 0.15, 25), True),  # exactly 1.25x and exactly +0.10 repeats
+        (Point(0.5, 1.06, 0.05, 20), False),  # 1.33x: the clipped text the issue measured
+        (Point(1.0, 2.16, 0.0, 12), False),  # 2.7x: broken, which the old 1.5-nat rule passed
+        (Point(0.5, 0.9, 0.16, 30), False),  # loops more than unsteered + 0.10
+        (Point(0.5, 0.9, 0.05, 30, empty=1), False),  # one calibration reply was empty
+        (Point(0.5, math.nan, 0.0, 0), False),  # nothing written at all
+    ],
+)
+def test_fluent(point: Point, fluent: bool) -> None:
+    assert is_fluent(point, BASE) is fluent
+
+
+def test_a_baseline_without_a_score_judges_repeats_only() -> None:
+    empty_base = Point(0.0, math.nan, 0.0, 0.0)
+    assert is_fluent(Point(1.0, 3.0, 0.05, 10), empty_base)
+    assert not is_fluent(Point(1.0, 3.0, 0.5, 10), empty_base)
+
+
+def test_choose_takes_the_strength_where_the_effect_stops_growing() -> None:
+    points = [
+        Point(0.2, 0.82, 0.05, 35, effect=0.4),
+        Point(0.3, 0.86, 0.05, 30, effect=1.0),  # gain 1.2: >= 90% of the best fluent gain
+        Point(0.4, 0.95, 0.05, 25, effect=1.1),  # gain 1.3, the best, but little more for it
+        Point(0.5, 1.2, 0.05, 20, effect=2.0),  # not fluent: its effect does not count
+    ]
+    assert choose(points, BASE).strength == 0.3
+
+
+def test_choose_takes_the_strongest_fluent_point_while_the_effect_still_grows() -> None:
+    points = [
+        Point(0.3, 0.86, 0.05, 30, effect=0.2),
+        Point(0.4, 0.9, 0.05, 25, effect=0.6),
+        Point(0.5, 0.98, 0.05, 20, effect=1.2),
+        Point(0.7, 1.3, 0.05, 15, effect=2.0),
+    ]
+    assert choose(points, BASE).strength == 0.5
+
+
+def test_without_an_effect_measure_or_any_gain_the_strongest_fluent_point_wins() -> None:
+    plain = [Point(0.3, 0.86, 0.05, 30), Point(0.4, 0.9, 0.05, 25), Point(0.5, 1.2, 0.05, 20)]
+    assert choose(plain, Point(0.0, 0.8, 0.05, 40)).strength == 0.4
+    flat = [Point(s, 0.86, 0.05, 30, effect=-0.5) for s in (0.2, 0.3)]
+    assert choose(flat, BASE).strength == 0.3
+
+
+def test_nothing_fluent_chooses_nothing() -> None:
+    assert choose([Point(0.3, 2.0, 0.05, 10)], BASE) is None
+    assert choose([], BASE) is None
+
+
+def test_points_round_trip_through_provenance() -> None:
+    point = Point(0.35, 0.912345678, 0.0312, 28.3333, 1, 0.456789)
+    back = Point.from_dict(point.as_dict())
+    assert back.strength == 0.35 and back.empty == 1
+    assert back.nll == pytest.approx(0.9123) and back.effect == pytest.approx(0.4568)
+    empty = Point.from_dict(Point(0.5, math.nan, 0.0, 0.0).as_dict())
+    assert math.isnan(empty.nll) and empty.effect is None
+
+
+def test_calibration_prompts_are_held_out_from_the_build_prompts() -> None:
+    held_out = calibration_prompts()
+    assert len(held_out) >= 3
+    assert not set(held_out) & set(neutral_prompts())

@@ -1,0 +1,107 @@
+"""Choosing a strength: the fluency rule that /contrast's calibration and /sweep share, and the
+rule that picks one strength from measured points.
+
+Each point summarises replies made at one strength (mean over prompts):
+
+- ``nll``: mean negative log-likelihood per reply token under the *unsteered* model, for the
+  same prompt. Text steering has broken is text the plain model finds unlikely.
+- ``repeat``: share of the reply's token 3-grams that repeat an earlier one (loops).
+- ``effect`` (optional, label-free): per reply token, how much more likely the reply is under
+  the prompt with the positive instruction appended than with the negative one, both scored by
+  the unsteered model. It grows as the replies come to read like the positive instruction's,
+  whatever the concept is, so no marker words are needed.
+
+Why these thresholds (issue 11, default model, 8 unseen questions, 150-token cap): a terse
+vector at strength 0.3 cost 1.08x the unsteered NLL and read naturally, 0.5 cost 1.33x and read
+clipped, 0.7 2.0x and 1.0 2.7x were broken. A reader called +0.25 nat/token natural and +1.4
+broken, so the old /sweep allowance of 1.5 nat/token passed broken text. Fluent now means at
+most 1.25x the unsteered NLL (at least ``MIN_NLL_SLACK`` above it, for baselines that are
+unusually likely because they loop), at most ``MAX_REPEAT_GAIN`` more repeated 3-grams than
+unsteered, and no empty reply.
+
+Among fluent points the chosen strength is the one where the effect stops growing: the weakest
+whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Past that point
+more strength costs fluency and buys little. Without an effect measure (pairs files) it is the
+strongest fluent point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+MAX_NLL_RATIO = 1.25
+MIN_NLL_SLACK = 0.15  # nat/token
+MAX_REPEAT_GAIN = 0.10
+PLATEAU = 0.9
+
+RULE = (
+    f"fluent = no empty reply, NLL/token under the unsteered model <= {MAX_NLL_RATIO:g}x "
+    f"unsteered (or +{MIN_NLL_SLACK:g}), repeated 3-grams <= unsteered + {MAX_REPEAT_GAIN:g}; "
+    f"chosen = the weakest fluent strength whose effect reaches {PLATEAU:.0%} of the best "
+    "fluent effect (the strongest fluent one when there is no effect measure)"
+)
+SHORT_RULE = (
+    f"fluent: not empty, NLL ≤{MAX_NLL_RATIO:g}x unsteered, repeats ≤ unsteered "
+    f"+{MAX_REPEAT_GAIN:g}"
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """Replies at one strength, summarised (see the module docstring for each measure)."""
+
+    strength: float
+    nll: float
+    repeat: float
+    tokens: float
+    empty: int = 0
+    effect: float | None = None
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("nll", "repeat", "tokens", "effect"):
+            if isinstance(out[key], float):
+                out[key] = None if math.isnan(out[key]) else round(out[key], 4)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Point:
+        nll = raw.get("nll")
+        return cls(
+            float(raw["strength"]),
+            math.nan if nll is None else float(nll),
+            float(raw.get("repeat", 0.0)),
+            float(raw.get("tokens", 0.0)),
+            int(raw.get("empty", 0)),
+            None if raw.get("effect") is None else float(raw["effect"]),
+        )
+
+
+def nll_limit(base_nll: float) -> float:
+    """The highest NLL/token a fluent reply may have, given the unsteered replies' NLL."""
+    return max(base_nll * MAX_NLL_RATIO, base_nll + MIN_NLL_SLACK)
+
+
+def is_fluent(point: Point, baseline: Point) -> bool:
+    """Whether replies at `point` still read like the model's own (see module docstring)."""
+    if point.empty or point.tokens <= 0 or not math.isfinite(point.nll):
+        return False
+    if point.repeat > baseline.repeat + MAX_REPEAT_GAIN + 1e-9:
+        return False
+    return not math.isfinite(baseline.nll) or point.nll <= nll_limit(baseline.nll) + 1e-9
+
+
+def choose(points: Sequence[Point], baseline: Point) -> Point | None:
+    """The recommended point: where the effect stops growing among fluent ones, or None."""
+    fluent = sorted((p for p in points if is_fluent(p, baseline)), key=lambda p: abs(p.strength))
+    if not fluent:
+        return None
+    if baseline.effect is None or any(p.effect is None for p in fluent):
+        return fluent[-1]
+    gains = [p.effect - baseline.effect for p in fluent]  # type: ignore[operator]
+    best = max(gains)
+    if best <= 0:
+        return fluent[-1]
+    return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
