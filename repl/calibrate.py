@@ -163,6 +163,12 @@ class _Progress:
     def __init__(self, on_progress, offset: int, expected: int) -> None:
         self.on_progress, self.offset, self.total, self.done = on_progress, offset, expected, 0
 
+    def finish(self) -> None:
+        """The walk stopped early or late: the bar ends full either way."""
+        self.total = self.done
+        if self.on_progress is not None:
+            self.on_progress(self.offset + self.done, self.offset + self.total)
+
     def tick(self) -> None:
         self.done += 1
         self.total = max(self.total, self.done)
@@ -213,6 +219,7 @@ def calibrate(
             return None
         result.points.append(point)
     result.seconds = time.perf_counter() - start
+    progress.finish()
     return result
 
 

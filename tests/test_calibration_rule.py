@@ -91,3 +91,32 @@ def test_calibration_prompts_are_held_out_from_the_build_prompts() -> None:
     held_out = calibration_prompts()
     assert len(held_out) >= 3
     assert not set(held_out) & set(neutral_prompts())
+
+
+def _walked(nll: dict[float, float]) -> tuple[list[float], object]:
+    """Run the calibration's ladder walk against made-up NLLs (no model)."""
+    from repl.calibrate import Calibration, _walk
+
+    cal = Calibration((9, 13), [], 40, BASE)
+    tried = []
+    for strength in _walk(cal):
+        tried.append(strength)
+        cal.points.append(Point(strength, nll[strength], 0.05, 20))
+    return tried, cal
+
+
+def test_the_walk_climbs_while_fluent_and_stops_at_the_first_broken_rung() -> None:
+    tried, cal = _walked({0.3: 0.85, 0.4: 0.95, 0.5: 1.1, 0.7: 2.0})
+    assert tried == [0.3, 0.4, 0.5] and cal.strength == 0.4
+
+
+def test_the_walk_steps_down_until_fluent() -> None:
+    tried, cal = _walked({0.3: 1.5, 0.2: 1.2, 0.15: 0.9, 0.1: 0.85})
+    assert tried == [0.3, 0.2, 0.15] and cal.strength == 0.15
+
+
+def test_when_nothing_is_fluent_the_gentlest_rung_is_recommended_and_said() -> None:
+    tried, cal = _walked({s: 3.0 for s in (0.3, 0.2, 0.15, 0.1)})
+    assert tried == [0.3, 0.2, 0.15, 0.1]
+    assert cal.chosen is None and cal.strength == 0.1
+    assert cal.meta()["calibration"]["chosen"] is None

@@ -1,0 +1,47 @@
+"""Rebuild the ready-made vectors shipped in vectors/data/vectors/ (for the default model).
+
+Each is made by the same `/contrast` line a user would type (calibration included), so its file
+carries the provenance and the calibration that chose its strength. The lines are the ones the
+efficacy scoreboard (bench/efficacy_bench.py, docs/efficacy.md) measured.
+
+Run: python bench/build_ready_vectors.py
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.efficacy_bench import CONCEPTS  # noqa: E402
+from engine import ChatContext, Model, Sampling  # noqa: E402
+from repl.core import Core  # noqa: E402
+from vectors import save_vector  # noqa: E402
+
+READY = ("terse", "formal", "sea", "excited")
+OUT = ROOT / "vectors" / "data" / "vectors"
+
+
+def main() -> None:
+    model = Model()
+    core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for concept in (c for c in CONCEPTS if c.name in READY):
+        line = (
+            f"/contrast {concept.name} {shlex.quote(concept.positive)} "
+            f"{shlex.quote(concept.negative)} {concept.options}"
+        ).strip()
+        result = core.run_job(core.submit(line))
+        if result.errors:
+            raise SystemExit(f"{line}: {result.errors[0]}")
+        vec = core.steering.vectors[concept.name]
+        vec.meta["built_by"] = line
+        save_vector(vec, OUT / f"{concept.name}.gguf", model.metadata("general.architecture") or "")
+        print(f"{concept.name}: {vec.recommended_strength:g} on {vec.recommended_range} <- {line}")
+
+
+if __name__ == "__main__":
+    main()
