@@ -19,15 +19,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.chat import Reply, Sampling
-from repl.core import Core
 from repl.steering import Active
-from repl.workbench import degeneration
 from vectors import calibration_prompts
-from vectors.calibration import RULE, Point, choose, is_fluent
+from vectors.calibration import RULE, Point, choose, degeneration, is_fluent
+
+if TYPE_CHECKING:  # repl.core imports the commands, which import this module
+    from repl.core import Core
 
 LADDER = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0)
 START = 0.3  # first rung tried: fluent for every vector measured so far on the default model

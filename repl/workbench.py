@@ -19,7 +19,14 @@ import numpy as np
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, steering_text
 from repl.steering import Active
-from vectors.calibration import MAX_NLL_RATIO, MAX_REPEAT_GAIN, SHORT_RULE, Point, is_fluent
+from vectors.calibration import (  # degeneration is re-exported for the sweep's callers
+    MAX_NLL_RATIO,
+    MAX_REPEAT_GAIN,
+    SHORT_RULE,
+    Point,
+    degeneration,
+    is_fluent,
+)
 
 # The fluency rule /sweep recommends by is the one /contrast's calibration uses
 # (vectors/calibration.py explains the numbers); /sweep takes the strongest fluent setting.
@@ -28,17 +35,6 @@ FLUENCY_RULE = (
     f"not empty, repeats at most {MAX_REPEAT_GAIN:g} more of its 3-grams than the unsteered "
     f"reply and costs at most {MAX_NLL_RATIO:g}x its NLL/token under the unsteered model"
 )
-
-
-def degeneration(tokens: list[int], n: int = 3) -> float:
-    """Share of the reply's token n-grams that already occurred earlier in it.
-
-    Steering pushed too far makes a model loop; this rises towards 1 as it does.
-    """
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
 
 
 def fixed_seed(sampling: Sampling) -> Sampling:

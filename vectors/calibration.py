@@ -79,6 +79,17 @@ class Point:
         )
 
 
+def degeneration(tokens: Sequence[int], n: int = 3) -> float:
+    """Share of the reply's token n-grams that already occurred earlier in it.
+
+    Steering pushed too far makes a model loop; this rises towards 1 as it does.
+    """
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
 def nll_limit(base_nll: float) -> float:
     """The highest NLL/token a fluent reply may have, given the unsteered replies' NLL."""
     return max(base_nll * MAX_NLL_RATIO, base_nll + MIN_NLL_SLACK)
