@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
+from engine.capture import Probe  # noqa: E402
 from repl.calibrate import Scored, answer_all, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import calibration_prompts, neutral_prompts  # noqa: E402
@@ -291,7 +292,7 @@ def main() -> None:
     parser.add_argument("--concepts", help="comma-separated names (default: all)")
     parser.add_argument("--options", default="", help="extra /contrast options for every concept")
     parser.add_argument("--max-tokens", type=int, default=150)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
     parser.add_argument("--show", action="store_true", help="print every steered reply")
     parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
     args = parser.parse_args()
@@ -306,6 +307,7 @@ def main() -> None:
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
     ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
     core = Core(model, ctx, sampling)
+    core.steering._probe = Probe(model, n_threads=args.threads)
     start = time.perf_counter()
     base = score(core, QUESTIONS, answer_all(core, QUESTIONS, None, sampling))
     results = []

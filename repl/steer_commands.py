@@ -172,6 +172,8 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         raise UsageError("give either instructions or --pairs, not both")
     if args["negative_file"] is not None and source is None:
         raise UsageError("--negative-file goes with --pairs POSITIVE_FILE")
+    if args["method"] == "replies" and args["raw"]:
+        raise UsageError("--method replies needs chat prompts: leave out --raw")
     last_k = args["last"] or 1
     if last_k < 1:
         raise UsageError(f"--last must be at least 1, not {last_k}")
@@ -192,8 +194,6 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]
     written = method == "replies"
-    if written and not chat_format:
-        raise UsageError("--method replies needs chat prompts: leave out --raw")
     if written:
         provenance["reply_tokens"] = REPLY_TOKENS
 

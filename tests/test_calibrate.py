@@ -119,3 +119,17 @@ def test_esc_during_calibration_builds_nothing(core: Core) -> None:
     # the chat context is left usable and unsteered
     reply = core.answer([{"role": "user", "content": "Hi"}], None, Sampling(0.0, max_tokens=4))
     assert reply.tokens > 0 and np.isfinite(reply.ttft_s)
+
+
+def test_method_replies_reads_what_the_model_wrote(core: Core) -> None:
+    line = '/contrast sea "Relate your answer to the sea." "Answer the question." --n 3'
+    result = core.run_job(core.submit(f"{line} --method replies --no-calibrate"))
+    assert not result.errors, result.errors
+    vec = core.steering.vectors["sea"]
+    assert vec.meta["method"] == "replies (mean of the differences)"
+    assert vec.meta["position"].startswith("mean over each reply the model wrote (up to ")
+    assert vec.meta["reply_tokens"] == 48 and vec.meta["n_pairs"] == 3
+    assert (
+        "--method replies needs chat prompts"
+        in core.submit("/contrast x --pairs p.tsv --raw --method replies").errors[0]
+    )
