@@ -316,8 +316,9 @@ def main() -> None:
         results.append(result)
         print(f"{concept.name}: {result.verdict()} (built in {result.build_s:.1f} s)", flush=True)
         if args.show:
-            for q, text in zip(QUESTIONS, result.steered.texts, strict=True):
-                print(f"  [{q}] {text!r}")
+            for cond in (result.prompted, result.steered):
+                for q, text in zip(QUESTIONS, cond.texts, strict=True):
+                    print(f"  {cond.label} [{q}] {text[:300]!r}")
     command = "python bench/efficacy_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     body = [
         f"Made by `{command.strip()}` on {model.name}: {len(QUESTIONS)} unseen questions, "

@@ -14,10 +14,14 @@ Each point summarises replies made at one strength (mean over prompts):
 Why these thresholds (issue 11, default model, 8 unseen questions, 150-token cap): a terse
 vector at strength 0.3 cost 1.08x the unsteered NLL and read naturally, 0.5 cost 1.33x and read
 clipped, 0.7 2.0x and 1.0 2.7x were broken. A reader called +0.25 nat/token natural and +1.4
-broken, so the old /sweep allowance of 1.5 nat/token passed broken text. Fluent now means at
-most 1.25x the unsteered NLL (at least ``MIN_NLL_SLACK`` above it, for baselines that are
-unusually likely because they loop), at most ``MAX_REPEAT_GAIN`` more repeated 3-grams than
-unsteered, and no empty reply.
+broken, so the old /sweep allowance of 1.5 nat/token passed broken text. Fluent now means an
+NLL of at most 1.25x the unsteered replies' or ``MIN_NLL_SLACK`` (+0.3 nat/token) above it,
+whichever allows more, at most ``MAX_REPEAT_GAIN`` more repeated 3-grams than unsteered, and
+no empty reply. The floor matters for short replies: the calibration's 40-token replies score
+0.55 nat/token unsteered against 0.79 for 150-token ones, because a steered reply's departure
+is concentrated in its first tokens; there the terse vector at 0.3 cost +0.08 (1.14x) and at
+0.4 +0.27 (1.49x), while over 150 tokens 0.3 cost only 1.10x and cut 54%, short of the
+60% the issue asks for.
 
 Among fluent points the chosen strength is the one where the effect stops growing: the weakest
 whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Past that point
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 MAX_NLL_RATIO = 1.25
-MIN_NLL_SLACK = 0.15  # nat/token
+MIN_NLL_SLACK = 0.3  # nat/token
 MAX_REPEAT_GAIN = 0.10
 PLATEAU = 0.9
 
