@@ -22,6 +22,7 @@ from repl.steering import Active
 from vectors.calibration import (  # degeneration is re-exported for the sweep's callers
     MAX_NLL_RATIO,
     MAX_REPEAT_GAIN,
+    MIN_NLL_SLACK,
     SHORT_RULE,
     Point,
     degeneration,
@@ -33,7 +34,8 @@ from vectors.calibration import (  # degeneration is re-exported for the sweep's
 FLUENCY_RULE = (
     "the strongest setting (positive, unless only negatives were swept) whose reply is "
     f"not empty, repeats at most {MAX_REPEAT_GAIN:g} more of its 3-grams than the unsteered "
-    f"reply and costs at most {MAX_NLL_RATIO:g}x its NLL/token under the unsteered model"
+    f"reply and costs at most {MAX_NLL_RATIO:g}x its NLL/token under the unsteered model "
+    f"(or +{MIN_NLL_SLACK:g} nat/token, whichever allows more)"
 )
 
 
