@@ -47,8 +47,8 @@ RULE = (
     "fluent effect (the strongest fluent one when there is no effect measure)"
 )
 SHORT_RULE = (
-    f"fluent: not empty, NLL ≤{MAX_NLL_RATIO:g}x unsteered, repeats ≤ unsteered "
-    f"+{MAX_REPEAT_GAIN:g}"
+    f"fluent: not empty, NLL ≤{MAX_NLL_RATIO:g}x (or +{MIN_NLL_SLACK:g}) unsteered, repeats ≤ "
+    f"unsteered +{MAX_REPEAT_GAIN:g}"
 )
 
 
