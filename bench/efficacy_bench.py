@@ -72,9 +72,12 @@ def lexicon_rate(lexicon: frozenset[str]) -> Callable[[str, int], float]:
     return rate
 
 
-def exclamations(text: str, tokens: int) -> float:
+def excitement(text: str, tokens: int) -> float:
+    """Enthusiastic words and '!' per 100 words. On this model the instruction in the prompt
+    gives no '!' at all but a gushing register ("a marvel", "truly fascinating")."""
     words = _words(text)
-    return 100.0 * text.count("!") / len(words) if words else 0.0
+    hits = sum(w in EXCITED for w in words) + text.count("!")
+    return 100.0 * hits / len(words) if words else 0.0
 
 
 def length(text: str, tokens: int) -> float:
@@ -98,6 +101,12 @@ SAD = _lexicon(
     "loneliness grief grieve tears weep weeping cry crying despair mourn mourning heartbreak "
     "heartbroken regret alas bleak darkness emptiness lost loss pain painful suffer suffering "
     "hopeless miserable misery sigh weary grim dreary forlorn"
+)
+EXCITED = _lexicon(
+    "amazing incredible incredibly marvel marvelous marvellous fascinating wonderful remarkable "
+    "exciting excited thrilling thrilled wow extraordinary magnificent awesome spectacular "
+    "breathtaking truly absolutely delight delightful unbelievable stunning astonishing "
+    "fantastic brilliant glorious oh whoa yay"
 )
 FORMAL = _lexicon(
     "sincerely regards dear furthermore moreover therefore thus hence hereby accordingly "
@@ -156,8 +165,8 @@ CONCEPTS = [
         "tone",
         "Answer with wild excitement and exclamation marks.",
         "Answer calmly.",
-        "'!'/100 words",
-        exclamations,
+        "excitement/100",
+        excitement,
     ),
     Concept(
         "sad",
