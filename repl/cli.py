@@ -259,7 +259,7 @@ def _vector_parsers(sub) -> None:
         help="prompt pairs file (JSONL or TSV), or positive prompts beside --negative-file",
     )
     build.add_argument("--negative-file", metavar="FILE", help="negative prompts, one per line")
-    build.add_argument("--method", choices=("mean", "pca"), default="mean")
+    build.add_argument("--method", choices=("mean", "pca", "replies"), default="mean")
     build.add_argument(
         "--n", type=_positive_int, metavar="N", help="built-in neutral prompts to use (default 24)"
     )
@@ -270,6 +270,9 @@ def _vector_parsers(sub) -> None:
         help="average the last K prompt tokens (default 1)",
     )
     build.add_argument("--raw", action="store_true", help="pair prompts verbatim, no chat template")
+    build.add_argument(
+        "--no-calibrate", action="store_true", help="skip measuring which strength stays fluent"
+    )
     build.add_argument("--out", metavar="PATH", help="file or folder to save to")
     build.add_argument("--model", metavar="PATH", help="GGUF model (default: the bundled one)")
     show = vsub.add_parser("show", help="per-block chart and provenance of a vector file")
@@ -314,8 +317,9 @@ def _build_vector(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             words += [flag, str(value)]
-    if args.raw:
-        words += ["--raw"]
+    words += [
+        flag for flag, on in (("--raw", args.raw), ("--no-calibrate", args.no_calibrate)) if on
+    ]
     repl = PlainRepl(core, interactive=sys.stderr.isatty())
     repl.handle(shlex.join(words))
     if not repl.errors_shown:

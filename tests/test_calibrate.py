@@ -14,9 +14,14 @@ from repl.core import Core
 from repl.steering import Active
 from tests.conftest import TERSE, VERBOSE
 from vectors import calibration_prompts, load_vector, neutral_prompts, save_vector
-from vectors.calibration import MAX_NLL_RATIO, is_fluent
+from vectors.calibration import is_fluent, nll_limit
 
-QUESTIONS = neutral_prompts()[40:43]  # never used to build (24) nor to calibrate
+# in neither the build prompts nor the calibration's (checked below); the scoreboard's first three
+QUESTIONS = [
+    "How do birds find their way when they migrate?",
+    "What is the difference between a virus and a bacterium?",
+    "How does a battery store energy?",
+]
 LINE = f'/contrast terse "{TERSE}" "{VERBOSE}"'
 
 
@@ -51,7 +56,8 @@ def test_calibration_recommends_a_fluent_strength_below_the_old_default(calibrat
 def test_the_calibrated_strength_is_fluent_and_shorter_on_unseen_questions(calibrated) -> None:
     core, _, _ = calibrated
     vec = core.steering.vectors["terse"]
-    sampling = Sampling(temperature=0.0, max_tokens=100)
+    assert not set(QUESTIONS) & (set(neutral_prompts()) | set(calibration_prompts()))
+    sampling = Sampling(temperature=0.0, max_tokens=150)
     control = core.steering.buffer(
         {"terse": Active(vec.recommended_strength, vec.recommended_range)}
     )
@@ -61,7 +67,7 @@ def test_the_calibrated_strength_is_fluent_and_shorter_on_unseen_questions(calib
         score(core, QUESTIONS, answer_all(core, QUESTIONS, control, sampling)),
     )
     print(f"unsteered {plain}, steered {steered}")
-    assert steered.tokens <= 0.7 * plain.tokens, (plain, steered)
+    assert steered.tokens <= 0.4 * plain.tokens, (plain, steered)  # at least 60% shorter
     assert steered.nll <= 1.5 * plain.nll, (plain, steered)  # the hard limit
     assert steered.repeat <= plain.repeat + 0.10 and steered.empty == 0
 
@@ -92,7 +98,7 @@ def test_the_points_follow_the_rule(calibrated) -> None:
     assert points[0].strength == START
     assert cal["fluent"] == [is_fluent(p, base) for p in points]
     chosen = next(p for p in points if p.strength == cal["chosen"])
-    assert chosen.nll <= MAX_NLL_RATIO * base.nll + 1e-3
+    assert chosen.nll <= nll_limit(base.nll) + 1e-3
     assert chosen.effect > base.effect  # replies read more like the terse instruction's
 
 

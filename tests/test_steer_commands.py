@@ -290,7 +290,8 @@ def test_headless_vector_build_and_show(tmp_path) -> None:
         env=env,
         timeout=120,
     )
-    assert show.returncode == 0 and "suggested: /steer t 1 --layers" in show.stdout
+    assert show.returncode == 0 and "calibration: 3 held-out questions" in show.stdout
+    assert "<- recommended" in show.stdout and "suggested: /steer t 0." in show.stdout
     bad = subprocess.run(
         [*STEER, "vector", "show", str(tmp_path)],
         capture_output=True,
