@@ -21,7 +21,7 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
-READY = ("terse", "formal", "sea", "excited")
+READY = ("terse", "formal")  # topics and tones: none met the bar (docs/efficacy.md)
 OUT = ROOT / "vectors" / "data" / "vectors"
 
 
