@@ -85,10 +85,11 @@ def separation_verdict(vec: SteeringVector) -> list[str]:
         Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
         Arg(
             "--pairs",
+            "path",
             help="file of prompt pairs (JSONL or TSV), or positive prompts with "
             "--negative-file (cvector-generator style)",
         ),
-        Arg("--negative-file", help="one negative prompt per line, beside --pairs"),
+        Arg("--negative-file", "path", help="one negative prompt per line, beside --pairs"),
         Arg("--last", "int", help="average the last K prompt tokens (default 1)"),
         Arg(
             "--raw",
@@ -223,7 +224,7 @@ def _steering_listing(core: Core) -> str:
     "vector save",
     "save a vector as a llama.cpp control-vector file",
     Arg("name", help="a loaded vector"),
-    Arg("path", optional=True, help="file or folder (default: the user library)"),
+    Arg("path", "path", optional=True, help="file or folder (default: the user library)"),
     name=loaded_names,
 )
 def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
@@ -237,10 +238,9 @@ def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
     return Outcome.done(f"saved {vec.name!r} to {path}")
 
 
-def _target(raw: str | None, name: str) -> Path:
-    if raw is None:
+def _target(path: Path | None, name: str) -> Path:
+    if path is None:
         return library_dir() / f"{name}.gguf"
-    path = Path(raw).expanduser()
     if path.is_dir():
         return path / f"{name}.gguf"
     if not path.parent.exists():
@@ -251,13 +251,13 @@ def _target(raw: str | None, name: str) -> Path:
 @REGISTRY.command(
     "vector load",
     "load a control-vector file (or a library name)",
-    Arg("path", help="a .gguf file, or the name of a vector in the user library"),
+    Arg("path", "path", help="a .gguf file, or the name of a vector in the user library"),
     Arg("name", optional=True, help="the name to use (default: the file's)"),
     path=lambda core, prefix: library_names(),
 )
 def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
     try:
-        vec = core.steering.load(args["path"], args["name"])
+        vec = core.steering.load(str(args["path"]), args["name"])
     except (VectorFileError, ValueError) as exc:
         return Outcome.error(str(exc))
     unit = "" if vec.strength_unit == "mean-diff" else " (raw units: strength scales the file)"
