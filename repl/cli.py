@@ -164,6 +164,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from repl.plain import sigint_cancels
     from repl.replay import Replayer, ReplayError, model_for
     from repl.session_file import SessionFileError, load_session
+    from repl.test_hooks import progress_reported
 
     def say(kind: str, text: str, **fields) -> None:
         if args.jsonl:
@@ -176,6 +177,7 @@ def run_replay(args: argparse.Namespace) -> int:
     comparing = args.no_steer or args.steer is not None
 
     def on_turn(t) -> None:
+        progress_reported()
         status = "identical" if t.identical else "different"
         if args.jsonl:
             print(
@@ -339,7 +341,7 @@ def _load(args: argparse.Namespace):
     from engine.model import Model
     from repl.core import Core
 
-    model = Model(args.model)
+    model = Model(_model_path(args))
     ctx = ChatContext(model, n_ctx=args.ctx, n_threads=args.threads)
     sampling = Sampling(
         temperature=args.temperature,
@@ -351,13 +353,35 @@ def _load(args: argparse.Namespace):
     return Core(model, ctx, sampling, system=args.system)
 
 
+def _model_path(args: argparse.Namespace):
+    """--model; else, resuming a session, the model it was made with wherever it is on this
+    machine (found by sha256); else the bundled default model (None)."""
+    from repl.paths import user_path
+
+    if args.model:
+        return user_path(args.model)
+    if not getattr(args, "session", None) or getattr(args, "no_session", False):
+        return None
+    from repl.model_lookup import ModelNotFound, find_model
+    from repl.session_file import SessionFileError, load_session
+
+    session_path = user_path(args.session)
+    if not session_path.is_file():
+        return None
+    try:
+        return find_model(load_session(session_path).model)[0]
+    except (SessionFileError, ModelNotFound):
+        return None  # attaching says what is wrong with the file, or that the model differs
+
+
 def run_chat(args: argparse.Namespace) -> int:
     from engine.chat import EngineError
     from engine.model import ModelLoadError
+    from repl.paths import PathError
 
     try:
         core = _load(args)
-    except (ModelLoadError, EngineError) as exc:
+    except (ModelLoadError, EngineError, PathError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -378,11 +402,10 @@ def run_chat(args: argparse.Namespace) -> int:
 def _attach_session(core, args: argparse.Namespace) -> list[str]:
     if args.no_session:
         return []
-    from pathlib import Path
-
+    from repl.paths import user_path
     from repl.session import attach
 
-    return attach(core, Path(args.session) if args.session else None)
+    return attach(core, user_path(args.session) if args.session else None)
 
 
 def _run_front_end(core, args: argparse.Namespace, greeting: list[str]) -> int:

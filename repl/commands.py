@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from repl.paths import PathError, user_path
+
 
 class UsageError(Exception):
     """The arguments do not fit the command; the message names what was wrong."""
@@ -25,8 +27,9 @@ class Arg:
     """One positional argument.
 
     kind: "word" (any single word), "int", "float", "choice" (one of `choices`),
-    "command" (a command name), "text" (the raw rest of the line, quotes optional) or, for
-    options only, "flag" (no value: present or not).
+    "command" (a command name), "path" (a file or folder, '~' expanded; a Path), "text" (the
+    raw rest of the line, quotes optional) or, for options only, "flag" (no value: present or
+    not).
     """
 
     name: str
@@ -161,6 +164,11 @@ def _convert(arg: Arg, word: str, registry: Registry) -> Any:
             raise UsageError(f"{arg.name} must be a whole number, not {word!r}") from None
     if arg.kind == "float":
         return parse_float(arg.name, word)
+    if arg.kind == "path":
+        try:
+            return user_path(word)
+        except PathError as exc:
+            raise UsageError(f"{arg.name}: {exc}") from None
     if arg.kind == "choice" and word not in arg.choices:
         hint = _closest(word, arg.choices)
         more = f" (did you mean {hint}?)" if hint else ""

@@ -20,3 +20,21 @@ def data_dir() -> Path:
 
 def history_file() -> Path:
     return data_dir() / "history"
+
+
+class PathError(ValueError):
+    """A path the user typed that cannot even be spelled out; the message is one line."""
+
+
+def user_path(raw: str | os.PathLike[str]) -> Path:
+    """A path as the user means it: '~' and '~user' expanded. '~nosuchuser/x' (or '~' with no
+    home folder) is a PathError saying so, never a RuntimeError from deep inside a command."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:
+        head = str(raw).split("/", 1)[0]
+        reason = f"there is no user {head[1:]!r}" if len(head) > 1 else "there is no home folder"
+        raise PathError(
+            f"cannot expand {head!r} in {str(raw)!r}: {reason}; write the path in full "
+            f"(./{raw} for a file named so)"
+        ) from None

@@ -19,6 +19,7 @@ from prompt_toolkit.completion import Completer, Completion
 
 from repl.commands import Outcome
 from repl.core import Core
+from repl.test_hooks import progress_reported
 
 
 def reply_event(reply, steering) -> dict:
@@ -113,10 +114,16 @@ class PlainRepl:
 
     def run_job(self, outcome: Outcome) -> None:
         cancel = threading.Event()
-        progress = self._progress(outcome.job_label) if self.interactive else None
+        shown = self._progress(outcome.job_label) if self.interactive else None
+
+        def progress(done: int, total: int) -> None:
+            progress_reported()
+            if shown is not None:
+                shown(done, total)
+
         with sigint_cancels(cancel):
             result = self.core.run_job(outcome, progress, cancel)
-        if progress is not None:
+        if shown is not None:
             self.err.write("\r\033[K")
         self.show(result)
 

@@ -19,8 +19,10 @@ from engine.chat import ChatContext, Sampling
 from engine.model import Model
 from repl.commands import UsageError
 from repl.core import Core, Turn
+from repl.paths import user_path
 from repl.session import sampling_from
-from repl.session_file import Event, Session, SessionFileError, resolve_vector_path
+from repl.session_file import Event, Session, SessionFileError
+from repl.session_paths import resolve_vector_path
 from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import load_vector
 
@@ -270,25 +272,20 @@ class Replayer:
 
 
 def model_for(session: Session, model_path: str | None, allow_change: bool) -> tuple[Model, str]:
-    """Load the model to replay with; a different file is an error unless allowed."""
-    from engine.model import default_model_path
+    """Load the model to replay with: --model, else the session's model found by sha256
+    (repl/model_lookup.py). A different file is a warning, and an error unless allowed."""
+    from repl.model_lookup import ModelNotFound, differs_warning, find_model
 
-    candidates = (
-        [Path(model_path)] if model_path else [Path(session.model.path), default_model_path()]
-    )
-    for path in candidates:
-        if path.is_file() and (model_path or file_sha256(path) == session.model.sha256):
-            break
+    if model_path:
+        model = Model(user_path(model_path))
+        same = file_sha256(model.path) == session.model.sha256
+        warning = "" if same else differs_warning(session.model, model.path)
     else:
-        path = candidates[0]
-        if not path.is_file():
-            raise ReplayError(f"model file {path} not found: pass --model PATH")
-    warning = ""
-    if file_sha256(path) != session.model.sha256:
-        warning = (
-            f"warning: {path.name} is not the model this session was made with "
-            f"(sha256 differs from {session.model.sha256[:12]}…)"
-        )
-        if not allow_change:
-            warning += "; --check fails unless --allow-model-change"
-    return Model(path), warning
+        try:
+            path, warning = find_model(session.model)
+        except ModelNotFound as exc:
+            raise ReplayError(str(exc)) from None
+        model = Model(path)
+    if warning and not allow_change:
+        warning += "; --check fails unless --allow-model-change"
+    return model, warning

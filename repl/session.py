@@ -6,25 +6,24 @@ live `Core` and restores a `Core` from one.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, pop_last_exchange
-from repl.paths import data_dir
+from repl.model_lookup import describe_model
+from repl.paths import data_dir, user_path
 from repl.session_file import (
     FORMAT_VERSION,
     Event,
-    ModelInfo,
     Session,
-    SessionLock,
     VectorRef,
     remove_stale_temp_files,
-    resolve_vector_path,
     save_session,
-    vectors_dir_for,
 )
+from repl.session_lock import SessionLock
+from repl.session_paths import resolve_vector_path, vectors_dir_for
 from repl.steering import Active, check_name, file_sha256, library_dir
 from vectors import save_vector
 
@@ -117,9 +116,7 @@ class Recorder:
 
     def snapshot(self) -> Session:
         core = self.core
-        model = ModelInfo(
-            path=str(core.model.path), name=core.model.name, sha256=core.steering.model_sha256()
-        )
+        model = describe_model(core.model.path, core.model.name, core.steering.model_sha256())
         return Session(
             version=FORMAT_VERSION,
             created=self.created,
@@ -225,24 +222,94 @@ def attach(core: Core, path: Path | None) -> list[str]:
     it first if the file exists. Returns lines to show the user."""
     from repl.session_file import load_session
 
-    path = (path or new_session_path()).expanduser()
+    path = user_path(path) if path is not None else new_session_path()
     recorder = Recorder(core, path)
-    lines = []
     try:
-        if path.exists():
-            session = load_session(path)
-            lines += restore(core, session, path)
-            recorder.created, recorder.events = session.created, list(session.events)
-            recorder.extra = dict(session.extra)
-            turns = sum(t.role == "assistant" for t in core.turns)
-            lines.append(f"resumed session {path} ({turns} replies)")
-        else:
-            lines.append(f"session: {path} (autosaved)")
+        lines = (
+            _resume(core, recorder, load_session(path))
+            if path.exists()
+            else [f"session: {path} (autosaved)"]
+        )
     except BaseException:
         recorder.close()
         raise
     core.recorder = recorder
     return lines
+
+
+def switch_to(core: Core, path: Path) -> list[str]:
+    """Make the session file at `path` the chat's session, or change nothing at all.
+
+    Everything that can fail (reading the file, its lock, its vectors) is done before the
+    current session is let go: a mistyped /session load never costs the chat in front of
+    the user its recording. Raises SessionFileError, VectorFileError or ValueError."""
+    from repl.session_file import load_session
+
+    session = load_session(path)
+    recorder = Recorder(core, path)
+    before = _State.of(core)
+    try:
+        _State.empty(core)
+        lines = _resume(core, recorder, session)
+    except BaseException:
+        before.put_back(core)
+        recorder.close()
+        raise
+    if before.recorder is not None:
+        before.recorder.close()
+    core.recorder = recorder
+    core.regen_backup = None
+    core.comparison = None
+    core.ctx.reset()
+    return lines
+
+
+def _resume(core: Core, recorder: Recorder, session: Session) -> list[str]:
+    lines = restore(core, session, recorder.path)
+    recorder.created, recorder.events = session.created, list(session.events)
+    recorder.extra = dict(session.extra)
+    turns = sum(t.role == "assistant" for t in core.turns)
+    return [*lines, f"resumed session {recorder.path} ({turns} replies)"]
+
+
+@dataclass
+class _State:
+    """What a session load replaces, kept to put back if the load fails."""
+
+    turns: list[Turn]
+    active: dict
+    vectors: dict
+    sampling: Sampling
+    system: str | None
+    recorder: Recorder | None
+
+    @classmethod
+    def of(cls, core: Core) -> _State:
+        steering = core.steering
+        return cls(
+            list(core.turns),
+            dict(steering.active),
+            dict(steering.vectors),
+            core.sampling,
+            core.system,
+            core.recorder,
+        )
+
+    @staticmethod
+    def empty(core: Core) -> None:
+        core.turns = []
+        core.steering.active.clear()
+        core.steering.vectors.clear()
+
+    def put_back(self, core: Core) -> None:
+        core.turns = self.turns
+        core.steering.active.clear()
+        core.steering.active.update(self.active)
+        core.steering.vectors.clear()
+        core.steering.vectors.update(self.vectors)
+        core.sampling = self.sampling
+        core.system = self.system
+        core.recorder = self.recorder
 
 
 def detach(core: Core) -> None:

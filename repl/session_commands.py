@@ -8,23 +8,16 @@ from typing import Any
 
 from repl.commands import Arg, Outcome
 from repl.core import REGISTRY, Core
-from repl.session import Recorder, attach, detach, sessions_dir, vectors_dir_for
-from repl.session_file import SessionFileError, recent_sessions
+from repl.session import Recorder, attach, sessions_dir, switch_to, vectors_dir_for
+from repl.session_file import SessionFileError
+from repl.session_list import recent_sessions
 from vectors import VectorFileError
-
-
-def _fresh(core: Core) -> None:
-    """Forget the conversation and steering, keeping the model, before another session."""
-    core.turns.clear()
-    core.steering.active.clear()
-    core.steering.vectors.clear()
-    core.ctx.reset()
 
 
 @REGISTRY.command(
     "session save",
     "save the session (to PATH: go on recording there)",
-    Arg("path", optional=True, help="a .toml file (default: the current session file)"),
+    Arg("path", "path", optional=True, help="a .toml file (default: the current session file)"),
     options=(
         Arg(
             "--bundle",
@@ -36,35 +29,42 @@ def _fresh(core: Core) -> None:
 def cmd_session_save(core: Core, args: dict[str, Any]) -> Outcome:
     if core.recorder is None and args["path"] is None:
         return Outcome.error("this chat is not recorded (--no-session): give a PATH")
+    old = core.recorder
     try:
-        if args["path"] is not None:
-            _move_recording(core, Path(args["path"]).expanduser())
+        target = None if args["path"] is None else _toml_path(args["path"])
+        if target is not None and not (old is not None and _same_file(target, old.path)):
+            core.recorder = _recorder_at(core, target)  # the current one stays until this saves
         if args["bundle"]:
             _bundle(core)
         core.recorder.save()
-    except (SessionFileError, OSError) as exc:
+    except (SessionFileError, OSError, ValueError) as exc:
+        if core.recorder is not old:  # the recording stays where it was
+            core.recorder.close()
+            core.recorder = old
         return Outcome.error(f"could not save the session: {exc}")
+    if old is not None and old is not core.recorder:
+        old.close()
     return Outcome.say(f"session saved to {core.recorder.path}")
 
 
-def _move_recording(core: Core, path: Path) -> None:
+def _toml_path(path: Path) -> Path:
     if path.is_dir() or not path.name:
         raise SessionFileError(f"{path} is a folder: give a file name, e.g. {path / 'chat.toml'}")
-    if path.suffix != ".toml":
-        path = path.with_suffix(".toml")
+    return path if path.suffix == ".toml" else path.with_suffix(".toml")
+
+
+def _recorder_at(core: Core, path: Path) -> Recorder:
+    """A recorder for the same session at another file; the current one is not touched."""
     if not path.parent.is_dir():
         raise SessionFileError(f"folder {path.parent} does not exist")
     old = core.recorder
-    new = Recorder(
+    return Recorder(
         core,
         path,
         created=old.created if old else None,
         events=old.events if old else None,
         extra=old.extra if old else None,
     )
-    if old is not None:
-        old.close()
-    core.recorder = new
 
 
 def _bundle(core: Core) -> None:
@@ -82,23 +82,26 @@ def _bundle(core: Core) -> None:
 @REGISTRY.command(
     "session load",
     "switch to another session file",
-    Arg("path", help="a session .toml file"),
+    Arg("path", "path", help="a session .toml file"),
 )
 def cmd_session_load(core: Core, args: dict[str, Any]) -> Outcome:
-    path = Path(args["path"]).expanduser()
+    path = args["path"]
     if not path.is_file():
-        return Outcome.error(f"no session file at {path}")
-    detach(core)
-    _fresh(core)
+        return Outcome.error(f"no session file at {path}; the current session goes on")
+    if core.recorder is not None and _same_file(path, core.recorder.path):
+        return Outcome.say(f"{path} is the current session already")
     try:
-        lines = attach(core, path)
+        lines = switch_to(core, path)
     except (SessionFileError, VectorFileError, ValueError) as exc:
-        _fresh(core)
-        return Outcome(
-            errors=[f"{exc}; this chat is no longer recorded: /session new"],
-            transcript_changed=True,
-        )
+        return Outcome.error(f"{exc}; the current session goes on")
     return Outcome(info=lines, transcript_changed=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 @REGISTRY.command("session new", "start a new conversation in a new session file")
@@ -132,13 +135,13 @@ def cmd_session_list(core: Core, args: dict[str, Any]) -> Outcome:
 @REGISTRY.command(
     "replay",
     "re-run a session file against the model and check every reply",
-    Arg("path", help="a session .toml file"),
+    Arg("path", "path", help="a session .toml file"),
 )
 def cmd_replay(core: Core, args: dict[str, Any]) -> Outcome:
     from repl.replay import Replayer, ReplayError
     from repl.session_file import load_session
 
-    path = Path(args["path"]).expanduser()
+    path = args["path"]
     try:
         session = load_session(path)
     except SessionFileError as exc:

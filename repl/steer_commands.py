@@ -144,10 +144,11 @@ def _num(value: float | None, signed: bool = False) -> str:
         Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
         Arg(
             "--pairs",
+            "path",
             help="file of prompt pairs (JSONL or TSV), or positive prompts with "
             "--negative-file (cvector-generator style)",
         ),
-        Arg("--negative-file", help="one negative prompt per line, beside --pairs"),
+        Arg("--negative-file", "path", help="one negative prompt per line, beside --pairs"),
         Arg("--last", "int", help="average the last K prompt tokens (default 1)"),
         Arg(
             "--raw",
@@ -339,7 +340,7 @@ def _steering_listing(core: Core) -> str:
     "vector save",
     "save a vector as a llama.cpp control-vector file",
     Arg("name", help="a loaded vector"),
-    Arg("path", optional=True, help="file or folder (default: the user library)"),
+    Arg("path", "path", optional=True, help="file or folder (default: the user library)"),
     name=loaded_names,
 )
 def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
@@ -353,10 +354,9 @@ def cmd_vector_save(core: Core, args: dict[str, Any]) -> Outcome:
     return Outcome.done(f"saved {vec.name!r} to {path}")
 
 
-def _target(raw: str | None, name: str) -> Path:
-    if raw is None:
+def _target(path: Path | None, name: str) -> Path:
+    if path is None:
         return library_dir() / f"{name}.gguf"
-    path = Path(raw).expanduser()
     if path.is_dir():
         return path / f"{name}.gguf"
     if not path.parent.exists():
@@ -367,13 +367,17 @@ def _target(raw: str | None, name: str) -> Path:
 @REGISTRY.command(
     "vector load",
     "load a control-vector file (or a library name)",
-    Arg("path", help="a .gguf file, or the name of a vector in the user library or ready-made"),
+    Arg(
+        "path",
+        "path",
+        help="a .gguf file, or the name of a vector in the user library or ready-made",
+    ),
     Arg("name", optional=True, help="the name to use (default: the file's)"),
     path=lambda core, prefix: sorted(set(library_names()) | set(bundled_names())),
 )
 def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
     try:
-        vec = core.steering.load(args["path"], args["name"])
+        vec = core.steering.load(str(args["path"]), args["name"])
     except (VectorFileError, ValueError) as exc:
         return Outcome.error(str(exc))
     unit = "" if vec.strength_unit == "mean-diff" else " (raw units: strength scales the file)"

@@ -18,7 +18,7 @@ import numpy as np
 from engine.capture import Probe
 from engine.model import Model
 from repl.commands import UsageError
-from repl.paths import data_dir
+from repl.paths import data_dir, user_path
 from vectors import (
     UNIT_MEAN_DIFF,
     SteeringVector,
@@ -125,7 +125,7 @@ class Steering:
 
     def load(self, where: str, name: str | None) -> SteeringVector:
         """Load a file, or a bare name from the user library."""
-        path = Path(where).expanduser()
+        path = user_path(where)
         if not path.exists() and NAME_RE.match(where):
             path = library_dir() / f"{where}.gguf"
             if not path.exists():
@@ -136,7 +136,7 @@ class Steering:
         vec = load_vector(path, self.model.n_layer, self.model.n_embd, name=name)
         vec.name = name or safe_name(vec.name)
         # Where the file came from and was saved to are facts of this machine, never the
-        # file's word: a shared file naming "/home/x/.ssh/id_rsa" must not be copied later.
+        # file's word: a shared file naming "~/.ssh/id_rsa" must not be copied later.
         vec.meta.pop("saved_to", None)
         vec.meta["source"] = str(path)
         self.add(vec)
@@ -246,8 +246,13 @@ def instruction_pairs(positive: str, negative: str, n: int) -> list[tuple[str, s
 
 
 def provenance_for(
-    positive: str | None, negative: str | None, pairs: list[tuple[str, str]], source: str | None
+    positive: str | None,
+    negative: str | None,
+    pairs: list[tuple[str, str]],
+    source: Path | str | None,
 ) -> dict:
+    """What a vector was built from. A pairs file is named by its file name and the hash of
+    its pairs, never by its path: the vector file may travel to other machines."""
     if source is None:
         return {"positive": positive, "negative": negative, "prompts": [q for q, _ in pairs]}
-    return {"pairs_file": source, "pairs_sha256": pairs_sha256(pairs)}
+    return {"pairs_file": Path(source).name, "pairs_sha256": pairs_sha256(pairs)}

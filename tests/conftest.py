@@ -5,12 +5,28 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Keep tests away from the user's own history and library.
 os.environ.setdefault("STEER_DATA_DIR", tempfile.mkdtemp(prefix="steer-test-data-"))
+
+# Property tests draw the same examples on every run of `make test` (a suite that finds
+# something new each run is not a test); `make fuzz` (STEER_FUZZ=1) draws new, random ones,
+# ten times as many, and what it finds becomes an @example in the suite.
+FUZZ = os.environ.get("STEER_FUZZ") == "1"
+settings.register_profile("suite", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+settings.load_profile("fuzz" if FUZZ else "suite")
+
+
+def examples(n: int) -> int:
+    """How many examples a property test draws: n in the suite, ten times n in `make fuzz`."""
+    return n * 10 if FUZZ else n
+
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
@@ -63,3 +79,29 @@ def terse(steering: Steering):
 
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+class Gate:
+    """Holds a worker thread at a known point until the test lets it go, so the test acts
+    (Esc, Ctrl+C) while the work provably runs, however fast the machine: a pause of N seconds
+    races the work instead."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+
+    def hold(self) -> None:
+        self.reached.set()
+        assert self.opened.wait(120), "the test never opened the gate"
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def before(self, fn):
+        """`fn`, made to wait at the gate before it starts."""
+
+        def held(*args, **kwargs):
+            self.hold()
+            return fn(*args, **kwargs)
+
+        return held

@@ -12,7 +12,7 @@ from engine import ChatContext
 from repl.app import ChatInput, SteerApp, Token
 from repl.core import Core
 from repl.widgets import BlockChart, VectorView
-from tests.conftest import GREEDY, user
+from tests.conftest import GREEDY, Gate, user
 
 SIZE = (100, 30)
 
@@ -77,23 +77,40 @@ async def test_message_streams_a_reply(model, core) -> None:
 
 
 @sync
-async def test_escape_stops_the_reply_and_the_ui_stays_usable(core) -> None:
+async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch) -> None:
     core.sampling = replace(GREEDY, max_tokens=1000)  # the greedy story runs past 1000 tokens
+    gate = Gate()
+    generate = core.generate
+
+    def held_at_token_20(on_token, cancel):
+        count = 0
+
+        def token(text: str) -> None:
+            nonlocal count
+            on_token(text)
+            count += 1
+            if count == 20:
+                gate.hold()  # mid-reply, however fast the machine
+
+        return generate(token, cancel)
+
+    monkeypatch.setattr(core, "generate", held_at_token_20)
     app = RecordingApp(core)
     async with app.run_test(size=SIZE) as pilot:
         await type_text(pilot, "Write a long story about a dragon.")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(app.updates) >= 2)
+        await wait_for(pilot, gate.reached.is_set)
         # typing while the model writes (Pilot waits ~2 s per key for an idle queue; a real
         # terminal echoes at once, so one key is enough to prove the input is live)
         await pilot.press("n")
         assert app.query_one(ChatInput).text == "n" and app.busy
         await pilot.press("escape")
+        gate.open()
         await wait_for(pilot, lambda: not app.busy)
         await pilot.pause()
         last = core.turns[-1]
         assert last.role == "assistant" and last.interrupted
-        assert 0 < last.reply.tokens < 1000
+        assert last.reply.tokens == 20
         assert "interrupted" in str(app.query("Static.stats").last().render())
         assert app.query("Markdown.assistant").last().source == last.text
         assert app.query_one(ChatInput).text == "n"
@@ -181,15 +198,27 @@ def test_main_screen_snapshot(snap_compare, core) -> None:
 async def test_contrast_shows_progress_and_esc_cancels(core) -> None:
     app = SteerApp(core)
     line = '/contrast slow "Be brief." "Be long." --n 40 --no-calibrate'
+    gate = Gate()
     async with app.run_test(size=SIZE) as pilot:
-        core_submit = core.submit
-        outcome = core_submit(line)
+        outcome = core.submit(line)
+        job = outcome.job
+
+        def held_at_16(on_progress, cancel):
+            def progress(done: int, total: int) -> None:
+                on_progress(done, total)
+                if done == 16:
+                    gate.hold()  # mid-capture, however fast the machine
+
+            return job(progress, cancel)
+
+        outcome.job = held_at_16
         app.start_job(outcome)
         await wait_for(pilot, lambda: app.query_one("#job-bar").progress >= 16)
         label = str(app.query_one("#job-label").render())
         assert label.startswith("capturing activations for 'slow': ") and "/80 · ~" in label
         assert "Esc cancels" in label
         await pilot.press("escape")
+        gate.open()
         await wait_for(pilot, lambda: not app.busy)
         await pilot.pause()
         notes = [str(w.render()) for w in app.query("Static.note")]
@@ -248,19 +277,20 @@ async def test_a_resumed_session_shows_its_transcript(model, tmp_path) -> None:
 
 
 @sync
-async def test_escape_stops_a_replay_promptly(core) -> None:
+async def test_escape_stops_a_replay(core, monkeypatch) -> None:
+    from repl.replay import Replayer
     from tests.conftest import ROOT
 
+    gate = Gate()
+    monkeypatch.setattr(Replayer, "run", gate.before(Replayer.run))  # held as it starts
     app = SteerApp(core)
     async with app.run_test(size=SIZE) as pilot:
         app.run_line(f"/replay {ROOT / 'sample_sessions' / 'composed_negated.toml'}")
-        await wait_for(pilot, lambda: app.busy)
-        await pilot.pause(1.0)  # inside the replay's first /contrast rebuild
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        await wait_for(pilot, gate.reached.is_set)
+        assert app.busy
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.busy, timeout=10)
-        assert loop.time() - start < 5
+        gate.open()
+        await wait_for(pilot, lambda: not app.busy, timeout=60)
         await pilot.pause()
         assert "replay cancelled" in notes_of(app)
         assert not app.query("#job-bar") and core.turns == []

@@ -13,7 +13,7 @@ from repl.core import Core
 from repl.session import attach, detach
 from repl.session_file import load_session
 from repl.widgets import BlockChart, CompareView, SteeringRack, SweepView, VectorView
-from tests.conftest import GREEDY
+from tests.conftest import GREEDY, Gate
 from tests.test_app import sync, type_text, wait_for
 from vectors import SteeringVector
 
@@ -186,7 +186,7 @@ async def test_sweep_table_shows_replies_and_enter_applies(wb_core: Core) -> Non
 
 
 @sync
-async def test_escape_cancels_sweep_and_compare(wb_core: Core) -> None:
+async def test_escape_cancels_sweep_and_compare(wb_core: Core, monkeypatch) -> None:
     wb_core.sampling = replace(GREEDY, max_tokens=400)
     app = SteerApp(wb_core)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -195,11 +195,14 @@ async def test_escape_cancels_sweep_and_compare(wb_core: Core) -> None:
             ("/sweep terse 2,3,4,5 --prompt Hi", "error: /sweep terse cancelled; nothing changed"),
             ("/compare Tell me a long story.", "error: /compare cancelled; nothing changed"),
         ):
+            gate = Gate()  # each job is held before its first reply, however fast the machine
+            monkeypatch.setattr(wb_core, "answer", gate.before(Core.answer.__get__(wb_core)))
             app.run_line(line)
-            await wait_for(pilot, lambda: app.busy)
-            await pilot.pause(0.3)
+            await wait_for(pilot, gate.reached.is_set)
+            assert app.busy
             await pilot.press("escape")
-            await wait_for(pilot, lambda: not app.busy, timeout=10)
+            gate.open()
+            await wait_for(pilot, lambda: not app.busy, timeout=60)
             await pilot.pause()
             assert notes(app)[-1] == message
             assert not app.query(SweepView) and not app.query(CompareView)

@@ -131,3 +131,24 @@ def test_a_nul_character_is_one_line_error(line: str) -> None:
     """The fuzz found '/replay' crashing on a path with NUL (the OS refuses such paths)."""
     errors = REGISTRY.dispatch(None, line).errors
     assert errors == ["a command cannot contain a NUL character (\\x00); remove it"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "/session save ~0",
+        "/session load ~nosuchuser/chat.toml",
+        "/replay ~nosuchuser/chat.toml",
+        "/vector save t ~nosuchuser/t.gguf",
+        "/vector load ~nosuchuser/t.gguf",
+        "/contrast x --pairs ~nosuchuser/p.tsv",
+        "/contrast x --pairs p.tsv --negative-file ~nosuchuser/n.txt",
+    ],
+)
+def test_a_home_folder_that_does_not_exist_is_one_line_error(line: str) -> None:
+    """The fuzz found '/session save ~0' crashing: Path.expanduser raises RuntimeError for an
+    unknown user. Every command that takes a path says so in one line instead."""
+    errors = REGISTRY.dispatch(None, line).errors
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert "cannot expand '~" in errors[0] and "there is no user" in errors[0], errors
+    assert "internal error" not in errors[0]

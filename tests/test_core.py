@@ -6,14 +6,14 @@ import shlex
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine import ChatContext, Sampling
 from repl.commands import Arg
 from repl.core import REGISTRY, Core
 from repl.session import detach
-from tests.conftest import GREEDY
+from tests.conftest import GREEDY, examples
 
 
 def chat(core: Core, line: str) -> str:
@@ -208,9 +208,13 @@ def in_tmp(tmp_path, monkeypatch) -> None:
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(400),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(line=LINES)
+@example(line="/session save ~0")  # found by the fuzz: Path.expanduser raised RuntimeError
+@example(line="/replay \x00")  # found by the fuzz: a NUL byte reached os.stat
 def test_no_input_line_raises(core: Core, in_tmp: None, line: str) -> None:
     outcome = core.submit(line)
     for message in outcome.errors:
@@ -237,6 +241,8 @@ def value_for(arg: Arg) -> st.SearchStrategy[str]:
         good = st.sampled_from(arg.choices)
     elif arg.kind == "command":
         good = st.sampled_from(REGISTRY.names())
+    elif arg.kind == "path":
+        good = st.sampled_from(["~0", "~nosuchuser/x", "~/x.toml", "x.toml", "a.gguf", "../x"])
     elif arg.kind == "text":
         return st.one_of(word, junk, st.text(max_size=40))
     else:
@@ -266,9 +272,15 @@ def command_lines(draw) -> str:
 
 
 @settings(
-    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(600),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(line=command_lines())
+@example(line="/session save ~0")
+@example(line="/session load ~nosuchuser/chat.toml")
+@example(line="/vector load ~nosuchuser/x.gguf")
+@example(line="/contrast x --pairs ~nosuchuser/p.tsv")
 def test_every_command_survives_arguments_from_its_own_specs(
     core: Core, terse, in_tmp: None, line: str
 ) -> None:

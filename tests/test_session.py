@@ -16,6 +16,7 @@ from engine import ChatContext
 from repl.core import Core
 from repl.session import attach, detach
 from repl.session_file import VectorRef, load_session, save_session
+from repl.session_lock import SessionLock
 from repl.steering import file_sha256
 from tests.conftest import GREEDY, ROOT, STEER, TERSE, VERBOSE
 from vectors import save_vector
@@ -236,3 +237,52 @@ def test_session_new_that_cannot_make_its_file_keeps_the_current_one(
     chat(recorded, "Thanks")  # still recorded where it was
     assert [e.kind for e in load_session(current.path).events][-2:] == ["user", "assistant"]
     assert len(load_session(current.path).events) == 4
+
+
+def _state(core: Core) -> tuple:
+    steering = core.steering
+    turns = [(t.role, t.text) for t in core.turns]
+    return turns, dict(steering.active), sorted(steering.vectors), core.sampling, core.system
+
+
+def test_a_session_load_that_fails_keeps_the_current_session_recording(
+    recorded: Core, tmp_path
+) -> None:
+    chat(recorded, f'/contrast quick "{TERSE}" "{VERBOSE}" --n 3 --no-calibrate')
+    chat(recorded, "/steer quick 0.5 --layers 9-13")
+    chat(recorded, "/system Be brief.")
+    chat(recorded, "Name a color.")
+    current, before = recorded.recorder, _state(recorded)
+    garbage = tmp_path / "garbage.toml"
+    garbage.write_text("not = [ toml")
+    no_vectors = tmp_path / "elsewhere" / "terse_midway.toml"  # its vector file is missing
+    no_vectors.parent.mkdir()
+    shutil.copy(ROOT / "sample_sessions" / "terse_midway.toml", no_vectors)
+    held = tmp_path / "held.toml"
+    shutil.copy(ROOT / "sample_sessions" / "plain_chat.toml", held)
+    with SessionLock(held):  # as if another steer had it open
+        for bad in ["/etc/passwd", garbage, no_vectors, held, tmp_path / "missing.toml"]:
+            out = chat(recorded, f"/session load {bad}")
+            assert len(out.errors) == 1 and "\n" not in out.errors[0], out.errors
+            assert out.errors[0].endswith("; the current session goes on"), out.errors
+            assert recorded.recorder is current and current.lock.held
+            assert _state(recorded) == before
+    chat(recorded, "/set top_k 7")  # still recorded, where it was
+    assert load_session(current.path).events[-1].text == "/set top_k 7"
+    assert chat(recorded, f"/session load {current.path}").info == [
+        f"{current.path} is the current session already"
+    ]
+
+
+def test_a_session_save_that_fails_keeps_recording_where_it_was(recorded: Core, tmp_path) -> None:
+    chat(recorded, "Name a color.")
+    current = recorded.recorder
+    (tmp_path / "taken.toml").mkdir()  # saving there fails only when the file is written
+    out = chat(recorded, f"/session save {tmp_path / 'taken'}")
+    assert len(out.errors) == 1 and out.errors[0].startswith("could not save the session:")
+    assert recorded.recorder is current and current.lock.held
+    assert not (tmp_path / "taken.toml.lock").exists()
+    chat(recorded, "/set top_k 8")
+    assert load_session(current.path).events[-1].text == "/set top_k 8"
+    same = chat(recorded, f"/session save {current.path}")  # its own file: just saved
+    assert same.info == [f"session saved to {current.path}"] and recorded.recorder is current

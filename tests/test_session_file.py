@@ -24,16 +24,16 @@ from repl.session_file import (
     ModelInfo,
     Session,
     SessionFileError,
-    SessionLock,
     VectorRef,
     from_toml,
     load_session,
-    recent_sessions,
-    resolve_vector_path,
     save_session,
     to_toml,
-    vectors_dir_for,
 )
+from repl.session_list import recent_sessions
+from repl.session_lock import SessionLock
+from repl.session_paths import resolve_vector_path, vectors_dir_for
+from tests.conftest import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLING = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "max_tokens": 512}
@@ -97,7 +97,7 @@ def test_save_and_load_give_back_the_same_session(tmp_path: Path) -> None:
 def test_the_file_is_readable_toml_with_the_documented_layout(tmp_path: Path) -> None:
     text = to_toml(make_session(system="line one\nline two"))
     doc = tomllib.loads(text)
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert [e["kind"] for e in doc["events"]] == [
         "user",
         "assistant",
@@ -133,7 +133,7 @@ texts = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     user=texts,
     answer=texts,
@@ -293,12 +293,11 @@ def test_a_crash_while_writing_leaves_the_old_file_and_no_temp_file(tmp_path, mo
     save_session(make_session(system="old"), path)
     before = path.read_bytes()
 
-    def half_then_die(fd: int, data: bytes) -> None:
-        os.write(fd, data[: len(data) // 2])
-        os.close(fd)
+    def half_then_die(tmp: Path, data: bytes) -> None:
+        tmp.write_bytes(data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sf, "_write_synced", half_then_die)
+    monkeypatch.setattr(sf, "_write_bytes", half_then_die)
     with pytest.raises(KeyboardInterrupt):
         save_session(make_session(system="new"), path)
     assert path.read_bytes() == before
@@ -466,7 +465,9 @@ def test_every_truncation_of_a_real_session_is_a_session_or_one_error(tmp_path: 
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(min_size=1, max_size=2000))
 def test_binary_garbage_is_one_error(tmp_path: Path, data: bytes) -> None:
@@ -537,10 +538,10 @@ def test_a_10_mb_file_of_nonsense_is_one_error(tmp_path: Path) -> None:
 
 def test_a_newer_format_version(tmp_path: Path) -> None:
     path = write(
-        tmp_path, to_toml(make_session()).replace("format_version = 1", "format_version = 2")
+        tmp_path, to_toml(make_session()).replace("format_version = 2", "format_version = 3")
     )
     message = error_of(load_session, path)
-    assert "made by a newer steer: version 2, this steer reads 1" in message
+    assert "made by a newer steer: version 3, this steer reads 2" in message
     assert str(path) in message
 
 
@@ -605,7 +606,7 @@ BAD_FIELDS = [
     ("created", "yesterday", "created must be an ISO 8601 time"),
     ("updated", 20261129, "updated must be a string, got integer"),
     ("format_version", "1", "format_version must be an integer, got string"),
-    ("format_version", 0, "format_version must be 1, got 0"),
+    ("format_version", 0, "format_version must be 1 to 2, got 0"),
 ]
 
 
@@ -701,7 +702,7 @@ def _strip_none(value):
     return value
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(where=st.sampled_from(_EXAMPLE_PATHS), value=toml_values)
 def test_any_damaged_value_gives_a_session_error_or_a_session(where, value) -> None:
     import copy
@@ -887,7 +888,7 @@ def test_locks_on_different_sessions_are_independent(tmp_path: Path) -> None:
 
 _HOLD_LOCK = """
 import sys, time
-from repl.session_file import SessionLock
+from repl.session_lock import SessionLock
 SessionLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -945,7 +946,7 @@ def test_recent_sessions_newest_first_skipping_garbage(tmp_path: Path) -> None:
     write(tmp_path, "", "empty.toml")
     write(
         tmp_path,
-        to_toml(make_session()).replace("format_version = 1", "format_version = 9"),
+        to_toml(make_session()).replace("format_version = 2", "format_version = 9"),
         "future.toml",
     )
     (tmp_path / "folder.toml").mkdir()
@@ -973,11 +974,12 @@ def test_recent_sessions_of_a_missing_folder_is_empty(tmp_path: Path) -> None:
 
 def test_the_module_imports_no_engine_or_front_end() -> None:
     code = (
-        "import sys, repl.session_file\n"
-        "heavy = {'textual', 'prompt_toolkit', 'llama_cpp', 'engine', 'numpy', 'vectors'}\n"
+        "import sys, repl.session_file, repl.session_list, repl.session_lock, repl.session_paths\n"
+        "heavy = {'textual', 'prompt_toolkit', 'llama_cpp', 'engine', 'numpy', 'gguf'}\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vectors'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.splitlines() == ["[]", "['vectors', 'vectors.atomic']"]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from vectors import SteeringVector, compose, mix, parse_range
 
 N_LAYER, N_EMBD = 30, 8
@@ -95,7 +96,7 @@ def activations(draw):
     return items
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(activations())
 def test_compose_matches_a_per_block_sum(items) -> None:
     buf = compose(items, N_LAYER, N_EMBD).reshape(N_LAYER - 1, N_EMBD)
@@ -275,7 +276,7 @@ coefficient = st.floats(min_value=-100, max_value=100, allow_nan=False).filter(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(coefficient, coefficient)
 def test_mix_equals_the_written_combination(a: float, b: float) -> None:
     lib = {"x": vec("x", 5), "y": vec("y", 6)}

@@ -6,7 +6,7 @@ import io
 import json
 import math
 import os
-import signal
+import subprocess
 import threading
 from dataclasses import replace
 
@@ -18,9 +18,10 @@ from repl.core import Core
 from repl.plain import PlainRepl
 from repl.session import attach, detach
 from repl.session_file import load_session
+from repl.test_hooks import SIGINT_ENV
 from repl.workbench import Sweep, SweepRow, degeneration
-from tests.conftest import GREEDY, user
-from vectors import compose
+from tests.conftest import GREEDY, STEER, user
+from vectors import compose, save_vector
 
 SHORT = replace(GREEDY, max_tokens=24)
 QUESTION = "What is a volcano?"
@@ -121,8 +122,10 @@ def test_score_matches_llama_cpp_python_logits(model) -> None:
     logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
     expected = logp[np.arange(reply.tokens), reply.token_ids]
     np.testing.assert_allclose(scores, expected, atol=1e-4)  # measured: within 4e-8
-    # greedy picked the most likely token each time
-    assert all(abs(s - row.max()) < 1e-3 for s, row in zip(scores, logp, strict=True))
+    # greedy picked the most likely token each time, up to the numerics of one-token decoding
+    # against a batch (llama.cpp's kernels differ; measured up to 0.055 nat on the AVX2 build)
+    gaps = [row.max() - s for s, row in zip(scores, logp, strict=True)]
+    assert max(gaps) < 0.1 and sum(gap < 1e-3 for gap in gaps) >= len(gaps) - 2, gaps
     ctx.close()
 
 
@@ -308,24 +311,28 @@ def test_plain_repl_prints_labelled_compare_and_jsonl_events(bench_core: Core) -
 
 
 @pytest.mark.parametrize("line", ["/sweep terse 0.5,1,1.5,2,3", "/compare Tell me a long story."])
-def test_ctrl_c_stops_a_sweep_or_compare_and_changes_nothing(bench_core: Core, line: str) -> None:
-    """The real SIGINT path of the plain REPL: the handler sets the job's cancel event."""
-    bench_core.sampling = replace(GREEDY, max_tokens=400)
-    bench_core.submit("/steer terse")
-    bench_core.submit(QUESTION)
-    bench_core.generate()
-    before = [(t.role, t.text) for t in bench_core.turns]
-    err = io.StringIO()
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    import time
-
-    start = time.monotonic()
-    PlainRepl(bench_core, out=io.StringIO(), err=err).handle(line)
-    took = time.monotonic() - start
-    timer.join()
-    assert "cancelled; nothing changed" in err.getvalue()
-    assert took < 5, took  # one 400-token reply alone takes longer
-    assert [(t.role, t.text) for t in bench_core.turns] == before
-    assert bench_core.comparison is None
-    assert bench_core.submit("Thanks!").generate and bench_core.generate().reply is not None
+def test_ctrl_c_stops_a_sweep_or_compare_and_changes_nothing(terse, tmp_path, line: str) -> None:
+    """The real SIGINT path of the plain REPL, in a steer of its own: Ctrl+C arrives at the
+    job's first progress report (before its first reply), so it provably lands mid-job however
+    fast the machine; the job must stop and leave the chat and its session file as they were."""
+    vector = tmp_path / "terse.gguf"
+    save_vector(terse, vector, "llama")
+    session = tmp_path / "chat.toml"
+    lines = [f"/vector load {vector} terse", "/steer terse", QUESTION, line, "Thanks!"]
+    proc = subprocess.run(
+        [*STEER, "chat", "--plain", "--temperature", "0", "--max-tokens", "24"]
+        + ["--session", str(session)],
+        input="".join(f"{text}\n" for text in lines),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "STEER_DATA_DIR": str(tmp_path / "data"), SIGINT_ENV: "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    job = "/sweep terse" if line.startswith("/sweep") else "/compare"
+    assert proc.stderr == f"error: {job} cancelled; nothing changed\n"
+    events = [(e.kind, e.text) for e in load_session(session).events]
+    kinds = ["command", "command", "user", "assistant", "user", "assistant"]
+    assert [kind for kind, _ in events] == kinds, events
+    assert events[2] == ("user", QUESTION) and events[4] == ("user", "Thanks!")

@@ -23,19 +23,16 @@ scale does.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import stat
-import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import gguf
 import numpy as np
 
+from .atomic import write_atomic
 from .vector import UNIT_RAW, SteeringVector
 
 ARCH = "controlvector"
@@ -43,6 +40,8 @@ _DIRECTION = re.compile(r"direction\.(\d+)", re.ASCII)
 _META_KEY = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 _READABLE_TYPES = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
 _MODEL_TENSOR_PREFIXES = ("blk.", "token_embd", "output")
+# meta keys that say where a file lies on this machine (set by whoever loads or saves it)
+MACHINE_LOCAL_KEYS = ("saved_to", "source")
 
 
 class VectorFileError(Exception):
@@ -55,30 +54,7 @@ def save_vector(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
     Every block 1..n_layer-1 gets a tensor, zero or not, so the file is complete on its own and
     reads back to exactly the same (n_layer, n_embd) array.
     """
-    target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_gguf(vec, tmp, model_hint)
-        _fsync_path(tmp)
-        os.chmod(tmp, _mode_for(target))
-        _test_pause(target)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(target.parent)
-
-
-def _test_pause(target: Path) -> None:
-    """Crash tests only: STEER_TEST_SAVE_PAUSE=SECONDS stops before the rename (see
-    repl/session_file.py), so a test can kill steer with a finished temporary file."""
-    pause = os.environ.get("STEER_TEST_SAVE_PAUSE")
-    if pause:
-        os.write(2, f"steer-test: about to rename {target.name}\n".encode())
-        time.sleep(float(pause))
+    write_atomic(path, lambda tmp: _write_gguf(vec, tmp, model_hint))
 
 
 def load_vector(
@@ -127,8 +103,9 @@ def _write_gguf(vec: SteeringVector, tmp: Path, model_hint: str) -> None:
 
 
 def _add_steer_keys(writer: gguf.GGUFWriter, vec: SteeringVector) -> None:
-    """`steer.meta` (JSON, read back as the truth) plus one readable key per simple meta item."""
-    meta = _jsonable(vec.meta)
+    """`steer.meta` (JSON, read back as the truth) plus one readable key per simple meta item.
+    Where this machine keeps the file is no fact of the vector: those keys are never written."""
+    meta = _jsonable({k: v for k, v in vec.meta.items() if k not in MACHINE_LOCAL_KEYS})
     keys = {f"steer.{k}": v for k, v in meta.items() if _META_KEY.fullmatch(k)}
     keys.update(
         {
@@ -196,34 +173,6 @@ def _to_json(value: object) -> object:
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
     return value
-
-
-def _fsync_path(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is only durable once the directory entry is; some platforms cannot open a
-    # directory for fsync, and the file itself is already safely on disk there.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _mode_for(target: Path) -> int:
-    """Keep an existing file's permissions; new files get the usual rw-r--r--."""
-    try:
-        return stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        return 0o644
 
 
 # ---- reading ---------------------------------------------------------------------------------

@@ -20,8 +20,9 @@
 #   LLAVA_BUILD=OFF        mtmd is not needed (and tools/ adds it itself),
 #   LLAMA_BUILD_TOOLS=ON   to get tools/completion (off by default when llama.cpp is a subproject),
 #   CMAKE_BUILD_RPATH_USE_ORIGIN=ON  so the binary and its libraries can be moved together.
-# None of them touches ggml or libllama compile flags. $CMAKE_ARGS is passed on like
-# scikit-build-core does, so a wheel built with CMAKE_ARGS can be matched by exporting the same.
+# None of them touches ggml or libllama compile flags. The ggml flags come from
+# llama_cmake_args.sh, as the Makefile's wheel build takes them ($CMAKE_ARGS, when set, wins
+# in both), and are passed on like scikit-build-core does.
 # If the installed wheel's lib/cmake/ggml/ggml-config.cmake is found, the GGML_* options of this
 # build are compared with it and a difference is reported on stderr.
 #
@@ -48,7 +49,7 @@ CMAKE_OPTS=(
     -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON
 )
 # shellcheck disable=SC2206  # CMAKE_ARGS is a space-separated list, as scikit-build-core reads it
-extra=(${CMAKE_ARGS:-})
+extra=($(bash "$here/llama_cmake_args.sh"))  # $CMAKE_ARGS, else the flags the Makefile uses
 stamp_text="llama-cpp-python=$LLAMA_CPP_PYTHON_VERSION target=$TARGET opts=${CMAKE_OPTS[*]} ${extra[*]:-} cc=$("${CC:-cc}" --version 2>/dev/null | head -1 || true)"
 case ${SOURCE_DATE_EPOCH+set} in set) stamp_text+=" SOURCE_DATE_EPOCH";; esac
 
