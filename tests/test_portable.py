@@ -77,7 +77,7 @@ def test_the_pattern_finds_the_paths_it_is_meant_to_find() -> None:
         assert pattern.search(text), text
     assert not pattern.search('path = "terse_midway.vectors/terse.gguf"')
     assert not pattern.search("/session load /etc/passwd")
-    assert not pattern.search('PYTHON=$repo/.venv/bin/python; see `site-packages/lib/cmake`')
+    assert not pattern.search("PYTHON=$repo/.venv/bin/python; see `site-packages/lib/cmake`")
 
 
 def test_sample_sessions_name_their_model_and_vectors_portably() -> None:
