@@ -116,6 +116,7 @@ class ChatContext:
         self.n_threads = threads
         self._mem = llama_cpp.llama_get_memory(self._ptr)
         self._cached: list[int] = []  # tokens whose K/V sit in the cache, in order
+        self._starts: list[int] = []  # where each llama_decode batch of them began, ascending
         self._lock = threading.Lock()
         self._one = (llama_cpp.llama_token * 1)()
         self._control: bytes | None = None  # the control-vector buffer in force
@@ -171,6 +172,7 @@ class ChatContext:
         """Forget the KV cache; the next reply evaluates its whole prompt."""
         llama_cpp.llama_memory_clear(self._mem, True)
         self._cached = []
+        self._starts = []
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(self.model.chat_tokens(messages))
@@ -184,10 +186,17 @@ class ChatContext:
         if rc != 0:
             self.reset()
             raise EngineError(f"llama_decode failed with code {rc}")
+        self._starts.append(len(self._cached))
         self._cached.extend(chunk)
 
     def _prepare(self, prompt: list[int]) -> int:
-        """Reuse the longest cached prefix; returns how many prompt tokens need evaluating."""
+        """Reuse the longest cached prefix; returns how many prompt tokens need evaluating.
+
+        When cached tokens must be evaluated again (a /regen needs the last prompt token's
+        logits anew), evaluation restarts where the batch holding them began, so they go
+        through llama.cpp in the same batch as before. Its numbers depend on the batch split
+        (one token alone against the same token in a batch differs by ~0.3 in a logit on
+        the default model), and a greedy /regen must give the reply it gave."""
         common = 0
         for a, b in zip(self._cached, prompt, strict=False):
             if a != b:
@@ -195,8 +204,10 @@ class ChatContext:
             common += 1
         common = min(common, len(prompt) - 1)  # the last prompt token must produce logits
         if common < len(self._cached):
+            common = max((s for s in self._starts if s <= common), default=0)
             llama_cpp.llama_memory_seq_rm(self._mem, 0, common, -1)
             del self._cached[common:]
+            self._starts = [s for s in self._starts if s < common]
         return len(prompt) - common
 
     def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
@@ -255,6 +266,7 @@ class ChatContext:
             if rc != 0:
                 self.reset()
                 raise EngineError(f"llama_decode failed with code {rc}")
+            self._starts.append(base)
             self._cached.extend(chunk)
             # every row was asked for, so llama.cpp keeps them in batch order, contiguous
             rows = llama_cpp.llama_get_logits(self._ptr)
@@ -338,6 +350,7 @@ class ChatContext:
                 if rc != 0:
                     self.reset()
                     raise EngineError(f"llama_decode failed with code {rc}")
+                self._starts.append(len(self._cached))
                 self._cached.append(token)
         finally:
             llama_cpp.llama_sampler_free(sampler)

@@ -326,6 +326,7 @@ def test_ctrl_c_between_lines_exits_quietly(world) -> None:
     steer.send("/set top_k 5")
     steer.wait_for("top_k = 5")
     steer.proc.send_signal(signal.SIGINT)
+    steer.proc.wait(timeout=60)  # on the signal alone: its input is still open
     code, _, err = steer.finish()
     assert code == 130 and "Traceback" not in err, err
     assert load_session(session).events[-1].text == "/set top_k 5"

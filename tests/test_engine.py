@@ -262,3 +262,23 @@ def test_a_template_that_rewrites_messages_refuses_special_text(model: Model, mo
         model.chat_tokens(convo)
     ok = user("Hi there")
     assert model.chat_tokens(ok) == model.tokenize(model.render_chat(ok))
+
+
+@pytest.mark.parametrize("question", ["Name a color.", "What is a volcano?", "Name three fruits."])
+def test_a_greedy_regen_gives_the_reply_it_gave(model, question: str) -> None:
+    """Answering the same prompt again (all of it cached) re-evaluates its last token; it must
+    go through llama.cpp in the batch it went through before, or the numbers differ (on the
+    default model "Name a color." then began "Alec 2:" instead of "The color")."""
+    ctx = ChatContext(model, n_ctx=512)
+    short = replace(GREEDY, max_tokens=12)
+    first = ctx.generate(user(question), short)
+    assert ctx.generate(user(question), short).text == first.text
+    history = [*user(question), {"role": "assistant", "content": first.text}, *user("Why?")]
+    second = ctx.generate(history, short)  # a second turn, its prompt partly cached
+    assert ctx.generate(history, short).text == second.text
+    fresh = ChatContext(model, n_ctx=512)
+    try:
+        assert fresh.generate(user(question), short).text == first.text
+    finally:
+        fresh.close()
+    ctx.close()
