@@ -63,9 +63,11 @@ MAX_BYTES = 50 * 1024 * 1024  # far beyond any real chat; refuses to parse a mis
 _AT_END = " (at end of document)"
 MAX_DEPTH = 64
 _KEY_PART = r"""(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')[ \t]*"""
-# Anchored where a key can start and possessive (++), so it stays linear on any text.
+# Anchored where a key can start, so it stays linear on any text. No possessive quantifier:
+# Python 3.11.2's re (Debian 12's python3) silently never matches `{64,}+`, and tomllib then
+# needs gigabytes for the file this guards against.
 _DEEP_KEY = re.compile(
-    rf"(?:^|(?<=[\[{{,]))[ \t]*(?:{_KEY_PART}\.[ \t]*){{{MAX_DEPTH},}}+{_KEY_PART}[=\]]",
+    rf"(?:^|(?<=[\[{{,]))[ \t]*(?:{_KEY_PART}\.[ \t]*){{{MAX_DEPTH},}}{_KEY_PART}[=\]]",
     re.MULTILINE,
 )
 _TOML_POSITION = re.compile(r"^(?P<reason>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
