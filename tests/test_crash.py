@@ -53,6 +53,14 @@ class Steer:
         wrap: list[str] | None = None,
     ) -> None:
         args = [*STEER, "chat", "--plain", "--temperature", "0", "--session", str(session)]
+
+        def child() -> None:
+            # Ctrl+C as in a terminal, whatever this test run inherited: started in the
+            # background by a non-interactive shell, it ignores SIGINT, and so would steer
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if preexec_fn is not None:
+                preexec_fn()
+
         self.proc = subprocess.Popen(
             [*(wrap or []), *args, "--max-tokens", "8", *extra],
             stdin=subprocess.PIPE,
@@ -61,7 +69,7 @@ class Steer:
             text=True,
             cwd=ROOT,
             env=env,
-            preexec_fn=preexec_fn,
+            preexec_fn=child,
         )
         _RUNNING.append(self.proc)
         self.out: queue.Queue[str] = queue.Queue()
