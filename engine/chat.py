@@ -120,44 +120,70 @@ class ChatContext:
         self._lock = threading.Lock()
         self._one = (llama_cpp.llama_token * 1)()
         self._control: bytes | None = None  # the control-vector buffer in force
+        # Prompt-scoped steering: a buffer added on top of `_control` only while the context
+        # reads prompt tokens (`_reading`), never while it writes a reply (see set_control).
+        self._reading: np.ndarray | None = None
+        self._writing: np.ndarray | None = None
+        self._phase = "write"
 
     @property
     def steered(self) -> bool:
         return self._control is not None
 
-    def set_control(self, buffer: np.ndarray | None) -> bool:
+    def set_control(self, buffer: np.ndarray | None, prompt: np.ndarray | None = None) -> bool:
         """Apply a full control-vector buffer, or None for no steering; True if it changed.
 
         `buffer` holds n_embd floats per block from block 1 to the last ((n_layer-1)*n_embd in
         all, zeros where a block is not steered): llama.cpp keeps the old values of any layer
         a shorter buffer leaves out. A change empties the KV cache, because a prefix
         evaluated under other steering would make the next reply a mix of old and new.
+
+        `prompt` (same shape) is added only while the conversation is read, not while a reply
+        is written (ActAdd's injection into the prompt): a reply's tokens are evaluated
+        without it, and are dropped from the cache afterwards, so that the next turn reads
+        them back under it like every other token of the conversation. Every cached token has
+        then been read the same way, whatever the history of resets.
         """
-        n_embd, n_layer = self.model.n_embd, self.model.n_layer
-        data = None
-        if buffer is not None:
-            data = np.ascontiguousarray(buffer, dtype=np.float32).ravel()
-            if data.size != (n_layer - 1) * n_embd:
-                raise ValueError(
-                    f"control buffer has {data.size} floats; this model needs "
-                    f"{(n_layer - 1) * n_embd} ({n_layer - 1} blocks x {n_embd})"
-                )
-        key = None if data is None else data.tobytes()
+        write = self._flat(buffer)
+        extra = self._flat(prompt)
+        read = None if extra is None else extra + (0 if write is None else write)
+        key = None if write is None and read is None else (_key(write), _key(read))
         if key == self._control:
             return False
         with self._lock:
-            if data is None:
-                rc = llama_cpp.llama_set_adapter_cvec(self._ptr, None, 0, n_embd, -1, -1)
-            else:
-                ptr = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-                rc = llama_cpp.llama_set_adapter_cvec(
-                    self._ptr, ptr, data.size, n_embd, 1, n_layer - 1
-                )
-            if rc != 0:
-                raise EngineError(f"llama.cpp refused the control vector (code {rc})")
+            self._writing, self._reading = write, read
+            self._phase = ""
+            self._apply("write")
             self._control = key
             self.reset()
         return True
+
+    def _flat(self, buffer: np.ndarray | None) -> np.ndarray | None:
+        if buffer is None:
+            return None
+        n_embd, n_layer = self.model.n_embd, self.model.n_layer
+        data = np.ascontiguousarray(buffer, dtype=np.float32).ravel()
+        if data.size != (n_layer - 1) * n_embd:
+            raise ValueError(
+                f"control buffer has {data.size} floats; this model needs "
+                f"{(n_layer - 1) * n_embd} ({n_layer - 1} blocks x {n_embd})"
+            )
+        return data
+
+    def _apply(self, phase: str) -> None:
+        """Put the control vector of `phase` ("read" or "write") in force in llama.cpp."""
+        if phase == self._phase:
+            return
+        n_embd, n_layer = self.model.n_embd, self.model.n_layer
+        data = self._reading if phase == "read" and self._reading is not None else self._writing
+        if data is None:
+            rc = llama_cpp.llama_set_adapter_cvec(self._ptr, None, 0, n_embd, -1, -1)
+        else:
+            ptr = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            rc = llama_cpp.llama_set_adapter_cvec(self._ptr, ptr, data.size, n_embd, 1, n_layer - 1)
+        if rc != 0:
+            raise EngineError(f"llama.cpp refused the control vector (code {rc})")
+        self._phase = phase
 
     @property
     def ptr(self) -> llama_cpp.llama_context_p:
@@ -180,7 +206,8 @@ class ChatContext:
     # -- evaluation ---------------------------------------------------------------------------
 
     def _decode(self, chunk: list[int]) -> None:
-        """Evaluate at most n_batch tokens after the cached ones."""
+        """Evaluate at most n_batch tokens of the prompt after the cached ones."""
+        self._apply("read")
         arr = (llama_cpp.llama_token * len(chunk))(*chunk)
         rc = llama_cpp.llama_decode(self._ptr, llama_cpp.llama_batch_get_one(arr, len(chunk)))
         if rc != 0:
@@ -209,6 +236,14 @@ class ChatContext:
             del self._cached[common:]
             self._starts = [s for s in self._starts if s < common]
         return len(prompt) - common
+
+    def _forget_after(self, n: int) -> None:
+        """Drop the cached tokens after the first n (a reply written under prompt-scoped
+        steering, to be read again under it next turn)."""
+        if len(self._cached) > n:
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, n, -1)
+            del self._cached[n:]
+            self._starts = [s for s in self._starts if s < n]
 
     def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt's tokens; a template that cannot render them is an EngineError."""
@@ -262,6 +297,7 @@ class ChatContext:
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = True
             batch.n_tokens = len(chunk)
+            self._apply("write")  # a scored reply is read as the model wrote it
             rc = llama_cpp.llama_decode(self._ptr, batch)
             if rc != 0:
                 self.reset()
@@ -321,6 +357,7 @@ class ChatContext:
         t_first = t_last = None
         sampled = 0
         reason = "length"
+        self._apply("write")
         try:
             while len(out) < sampling.max_tokens:
                 if cancelled():
@@ -354,6 +391,8 @@ class ChatContext:
                 self._cached.append(token)
         finally:
             llama_cpp.llama_sampler_free(sampler)
+            if self._reading is not None:
+                self._forget_after(len(prompt))
         tail = decoder.decode(b"", final=True)
         if tail:
             parts.append(tail)
@@ -387,6 +426,10 @@ class ChatContext:
     def __del__(self) -> None:  # pragma: no cover
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _key(data: np.ndarray | None) -> bytes | None:
+    return None if data is None else data.tobytes()
 
 
 def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:

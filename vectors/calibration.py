@@ -23,6 +23,13 @@ is concentrated in its first tokens; there the terse vector at 0.3 cost +0.08 (1
 0.4 +0.27 (1.49x), while over 150 tokens 0.3 cost only 1.10x and cut 54%, short of the
 60% the issue asks for.
 
+The instruction written in the prompt is the bar a vector is held to, and for a topic or a
+tone even the prompt costs fluency: "relate your answer to the sea" made the plain model find
+its own replies 1.36x less likely per token (8 unseen questions, 150 tokens), because answering
+about migrating birds with ships is unlikely text. So when the calibration also has replies to
+the positively instructed prompt (``prompted``), a steered reply may cost as much as they do, up
+to ``MAX_PROMPTED_RATIO`` x unsteered: steering is then held to "no less natural than asking".
+
 Among fluent points the chosen strength is the one where the effect stops growing: the weakest
 whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Past that point
 more strength costs fluency and buys little. Without an effect measure (pairs files) it is the
@@ -39,10 +46,12 @@ MAX_NLL_RATIO = 1.25
 MIN_NLL_SLACK = 0.3  # nat/token
 MAX_REPEAT_GAIN = 0.10
 PLATEAU = 0.9
+MAX_PROMPTED_RATIO = 1.5  # the most the prompt's own cost may raise the NLL limit to
 
 RULE = (
     f"fluent = no empty reply, NLL/token under the unsteered model <= {MAX_NLL_RATIO:g}x "
-    f"unsteered (or +{MIN_NLL_SLACK:g}), repeated 3-grams <= unsteered + {MAX_REPEAT_GAIN:g}; "
+    f"unsteered (or +{MIN_NLL_SLACK:g}, or the positively instructed replies' NLL up to "
+    f"{MAX_PROMPTED_RATIO:g}x), repeated 3-grams <= unsteered + {MAX_REPEAT_GAIN:g}; "
     f"chosen = the weakest fluent strength whose effect reaches {PLATEAU:.0%} of the best "
     "fluent effect (the strongest fluent one when there is no effect measure)"
 )
@@ -94,23 +103,33 @@ def degeneration(tokens: Sequence[int], n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def nll_limit(base_nll: float) -> float:
-    """The highest NLL/token a fluent reply may have, given the unsteered replies' NLL."""
-    return max(base_nll * MAX_NLL_RATIO, base_nll + MIN_NLL_SLACK)
+def nll_limit(base_nll: float, prompted_nll: float | None = None) -> float:
+    """The highest NLL/token a fluent reply may have, given the unsteered replies' NLL and,
+    when known, that of the replies to the positively instructed prompt."""
+    limit = max(base_nll * MAX_NLL_RATIO, base_nll + MIN_NLL_SLACK)
+    if prompted_nll is not None and math.isfinite(prompted_nll):
+        limit = max(limit, min(prompted_nll, base_nll * MAX_PROMPTED_RATIO))
+    return limit
 
 
-def is_fluent(point: Point, baseline: Point) -> bool:
+def is_fluent(point: Point, baseline: Point, prompted: Point | None = None) -> bool:
     """Whether replies at `point` still read like the model's own (see module docstring)."""
     if point.empty or point.tokens <= 0 or not math.isfinite(point.nll):
         return False
     if point.repeat > baseline.repeat + MAX_REPEAT_GAIN + 1e-9:
         return False
-    return not math.isfinite(baseline.nll) or point.nll <= nll_limit(baseline.nll) + 1e-9
+    if not math.isfinite(baseline.nll):
+        return True
+    return point.nll <= nll_limit(baseline.nll, prompted.nll if prompted else None) + 1e-9
 
 
-def choose(points: Sequence[Point], baseline: Point) -> Point | None:
+def choose(
+    points: Sequence[Point], baseline: Point, prompted: Point | None = None
+) -> Point | None:
     """The recommended point: where the effect stops growing among fluent ones, or None."""
-    fluent = sorted((p for p in points if is_fluent(p, baseline)), key=lambda p: abs(p.strength))
+    fluent = sorted(
+        (p for p in points if is_fluent(p, baseline, prompted)), key=lambda p: abs(p.strength)
+    )
     if not fluent:
         return None
     if baseline.effect is None or any(p.effect is None for p in fluent):
