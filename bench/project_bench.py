@@ -45,10 +45,7 @@ from vectors.lora import build_adapter, parse_targets, save_adapter  # noqa: E40
 
 TERSE = "Respond tersely, in one short sentence."
 STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
-DEFAULT_CONFIGS = (
-    "ffn_down:9-13:1,ffn_down:9-13:1.5,ffn_down:9-13:2,ffn_down+attn_output:9-13:1,"
-    "ffn_down:5-13:1,ffn_down:1-29:1"
-)
+DEFAULT_CONFIGS = "attn_output:9-13:1,attn_output:9-13:1.5"
 
 
 @dataclass
@@ -86,8 +83,8 @@ def efficacy(args) -> None:
     core.steering.load(str(bundled_path("terse")), "terse")
     asked = [instructed(q, TERSE) for q in QUESTIONS]
     start = time.perf_counter()
-    plain = summarise("plain", score(core, QUESTIONS, answer_all(core, QUESTIONS, None, sampling)))
-    prompted = summarise("prompted", score(core, QUESTIONS, answer_all(core, asked, None, sampling)))
+    plain = summarise("plain", _scored(core, QUESTIONS, None, sampling))
+    prompted = summarise("prompted", _scored(core, asked, None, sampling))
     rows = [plain, prompted]
     print(_head(), flush=True)
     for row in rows:
@@ -96,17 +93,30 @@ def efficacy(args) -> None:
         targets, layers, strength = parse_config(config)
         active = {"terse": Active(strength, layers, "project", targets)}
         control = core.steering.control(active)
-        replies = answer_all(core, asked, control, sampling)
-        row = summarise(f"prompted + project {config}", score(core, QUESTIONS, replies))
+        row = summarise(f"prompted + project {config}", _scored(core, asked, control, sampling))
         rows.append(row)
         print(_line(row, plain, prompted), flush=True)
-        if args.show:
-            for q, text in zip(QUESTIONS, row.texts, strict=True):
-                print(f"    [{q}] {text[:240]!r}")
+        _show(args, row)
+        if args.bare:
+            replies = _scored(core, QUESTIONS, control, sampling)
+            bare = summarise(f"bare + project {config}", replies)
+            print(_line(bare, plain, prompted), flush=True)
+            _show(args, bare)
     print(
         f"({len(QUESTIONS)} unseen questions, greedy, {args.max_tokens}-token cap, "
         f"{time.perf_counter() - start:.0f} s; NLL under the unsteered model on the bare question)"
     )
+
+
+def _scored(core: Core, prompts: list[str], control, sampling: Sampling):
+    """Replies to `prompts` under `control`, scored unsteered on the bare questions."""
+    return score(core, QUESTIONS, answer_all(core, prompts, control, sampling))
+
+
+def _show(args, row: Row) -> None:
+    if args.show:
+        for q, text in zip(QUESTIONS, row.texts, strict=True):
+            print(f"    [{q}] {text[:240]!r}")
 
 
 def _head() -> str:
@@ -119,7 +129,7 @@ def _head() -> str:
 def _line(row: Row, plain: Row, prompted: Row) -> str:
     longer, cost = row.tokens / prompted.tokens, row.nll / plain.nll
     verdict = ""
-    if row.label.startswith("prompted +"):
+    if row.label.startswith("prompted + project"):
         verdict = "PASS" if longer >= 2 and cost <= 1.5 else "fail"
     return (
         f"{row.label:<44} {row.tokens:6.1f} {longer:8.2f} {row.nll:7.3f} {cost:7.2f} "
@@ -136,12 +146,13 @@ def speed(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             start = time.perf_counter()
-            adapter = build_adapter(vec, model.path, layers)
+            adapter = build_adapter(vec, model.path, layers, ("attn_output",))
             path = Path(tmp) / f"a{i}.gguf"
             save_adapter(adapter, path)
             times.append(time.perf_counter() - start)
-        print(f"build + write a 5-block adapter (ffn_down, blocks 9-13), {args.rounds} times:")
-        print(f"  first {times[0] * 1000:6.1f} ms, median {statistics.median(times) * 1000:6.1f} ms")
+        print(f"build + write a 5-block adapter (attn_output, blocks 9-13), {args.rounds} times:")
+        median = statistics.median(times) * 1000
+        print(f"  first {times[0] * 1000:6.1f} ms, median {median:6.1f} ms")
         core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0))
         core.steering.load(str(bundled_path("terse")), "terse")
         # a weak setting keeps the story long; the cost does not depend on the scale's value
@@ -184,6 +195,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--show", action="store_true", help="print every projected reply")
+    parser.add_argument(
+        "--bare", action="store_true", help="also project on the bare questions (no instruction)"
+    )
     args = parser.parse_args()
     (speed if args.what == "speed" else efficacy)(args)
 

@@ -35,7 +35,10 @@ from .atomic import write_atomic
 from .vector import SteeringVector, check_range
 
 TARGETS = ("ffn_down", "attn_output")
-DEFAULT_TARGETS = ("ffn_down",)
+# Measured on the default model (docs/projection.md): projecting the terse direction out of
+# ffn_down, as ds4 does, broke the text (NLL 4.5x at s = 1 on blocks 9-13); out of attn_output
+# it cancelled a written terse instruction at 0.96x the unsteered NLL.
+DEFAULT_TARGETS = ("attn_output",)
 FORMAT_VERSION = 1  # of what steer writes; part of the cache key
 
 # GGUF metadata value types whose size is fixed (gguf.GGUFValueType numbering)
@@ -326,7 +329,7 @@ PROJECT_STRENGTH = 1.0
 
 def project_recommendation(vec: SteeringVector, n_layer: int) -> ProjectRecommendation:
     """The vector's own measured project-mode setting (meta "project") if it has one, else the
-    rule: the additive recommendation's band, strength 1 (the direction removed), ffn_down."""
+    rule: the additive recommendation's band, strength 1 (the direction removed), attn_output."""
     rec = vec.meta.get("project")
     if isinstance(rec, dict):
         try:
