@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Markdown, Static
 from repl.steer_commands import (
     VectorReport,
     calibration_report,
+    project_suggestion,
     provenance,
     separation_verdict,
     suggestion,
@@ -129,6 +130,7 @@ class VectorView(Vertical):
         notes = separation_verdict(vec) + calibration_report(vec)
         label = "apply it" if self.report.head else "suggested"
         notes.append(f"{label}: {suggestion(vec)}")
+        notes.append(f"project mode: {project_suggestion(vec)}")
         yield Static("\n".join(notes), markup=False)
         if not self.report.head:
             shown = [

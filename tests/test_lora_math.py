@@ -139,13 +139,14 @@ def test_adapter_file_round_trip(tmp_path) -> None:
 
 def test_adapter_key_tells_settings_apart() -> None:
     vec = SteeringVector("t", np.ones((30, 4), dtype=np.float32))
+    doubled = SteeringVector("t", np.full((30, 4), 2, np.float32))
     base = adapter_key(vec, "m", (9, 13), ("ffn_down",))
     assert base == adapter_key(vec, "m", (9, 13), ("ffn_down",))
     others = {
         adapter_key(vec, "m2", (9, 13), ("ffn_down",)),
         adapter_key(vec, "m", (9, 12), ("ffn_down",)),
         adapter_key(vec, "m", (9, 13), ("attn_output",)),
-        adapter_key(SteeringVector("t", np.full((30, 4), 2, np.float32)), "m", (9, 13), ("ffn_down",)),
+        adapter_key(doubled, "m", (9, 13), ("ffn_down",)),
     }
     assert base not in others and len(others) == 4
 
