@@ -160,7 +160,7 @@ def speed(args) -> None:
         sampling = Sampling(temperature=0, max_tokens=args.tokens)
 
         def rate(ctl) -> float:
-            ctx = ChatContext(model, n_ctx=2048)
+            ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
             if ctl is not None:
                 ctx.set_adapters(ctl.adapters)
             reply = ctx.generate(STORY, sampling)
@@ -177,7 +177,10 @@ def speed(args) -> None:
             plain.append(p)
             projected.append(s)
             ratios.append(s / p)
-    print(f"decode, {args.tokens} tokens, {args.rounds} paired rounds (ABBA):")
+    print(
+        f"decode, {args.tokens} tokens, {args.threads} threads, "
+        f"{args.rounds} paired rounds (ABBA):"
+    )
     print(f"  unsteered          : {statistics.median(plain):6.1f} tok/s")
     print(f"  projection active  : {statistics.median(projected):6.1f} tok/s")
     print(

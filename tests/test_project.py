@@ -16,6 +16,7 @@ import pytest
 from engine import ChatContext, Model, Sampling
 from repl.core import Core
 from repl.session_file import SessionFileError, from_toml
+from repl.steering import Active
 from tests.conftest import ROOT, STEER, user
 from vectors import bundled_path
 
@@ -121,3 +122,21 @@ def test_project_steering_is_recorded_resumed_and_replays(tmp_path) -> None:
     bad = session.read_text("utf-8").replace('mode = "project"', 'mode = "sideways"', 1)
     with pytest.raises(SessionFileError, match="mode must be one of add, project"):
         from_toml(bad, "p.toml")
+
+
+def test_show_tells_what_to_type_and_rack_keys_keep_the_mode(core: Core) -> None:
+    from repl.widgets import steer_line
+
+    shown = core.submit("/vector show terse").lines()[0]
+    assert (
+        "project mode (cancels the concept): /steer terse 1.5 --mode project --layers 9-13 "
+        "(measured for this vector)" in shown
+    )
+    how = core.steering.activate("terse", None, None, "project")
+    assert (how.strength, how.layers, how.targets) == (1.5, (9, 13), ("attn_output",))
+    assert steer_line("terse", 1.6, how) == (
+        "/steer terse 1.6 --layers 9-13 --mode project --targets attn_output"
+    )
+    assert core.submit(steer_line("terse", 1.6, how)).changed
+    assert core.steering.active["terse"] == Active(1.6, (9, 13), "project", ("attn_output",))
+    assert steer_line("terse", 0.5, Active(0.5, (2, 6))) == "/steer terse 0.5 --layers 2-6"
