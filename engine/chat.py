@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 import numpy as np
 
+from engine.lora import LoraAdapter
 from engine.model import Model, TemplateError
 
 
@@ -125,10 +126,35 @@ class ChatContext:
         self._reading: np.ndarray | None = None
         self._writing: np.ndarray | None = None
         self._phase = "write"
+        self._loras: tuple[tuple[int, float], ...] = ()  # (adapter handle, scale) in force
 
     @property
     def steered(self) -> bool:
-        return self._control is not None
+        return self._control is not None or bool(self._loras)
+
+    def set_adapters(self, adapters: list[tuple[LoraAdapter, float]]) -> bool:
+        """Apply LoRA adapters (projection steering) with their scales, replacing any in force;
+        [] removes them. True if that changed anything.
+
+        Like a control vector, a change empties the KV cache: a prefix evaluated under other
+        adapters would make the next reply a mix. Scales of 0 are left out (llama.cpp skips
+        them too), so an adapter at 0 is the same as none.
+        """
+        wanted = tuple((a.ptr, float(np.float32(s))) for a, s in adapters if s != 0.0)
+        if wanted == self._loras:
+            return False
+        with self._lock:
+            n = len(wanted)
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*(p for p, _ in wanted))
+            scales = (ctypes.c_float * n)(*(s for _, s in wanted))
+            rc = llama_cpp.llama_set_adapters_lora(
+                self._ptr, handles if n else None, n, scales if n else None
+            )
+            if rc != 0:
+                raise EngineError(f"llama.cpp refused the LoRA adapters (code {rc})")
+            self._loras = wanted
+            self.reset()
+        return True
 
     def set_control(self, buffer: np.ndarray | None, prompt: np.ndarray | None = None) -> bool:
         """Apply a full control-vector buffer, or None for no steering; True if it changed.

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
+from engine.lora import AdapterLoadError
 from engine.model import Model
 from repl.commands import Outcome, Registry
 from repl.session_file import SessionFileError
-from repl.steering import Steering
+from repl.steering import Control, Steering
+from vectors.lora import AdapterError
 
 REGISTRY = Registry()
 
@@ -36,9 +38,12 @@ class Turn:
 
 
 def steering_text(steering: list[dict[str, Any]]) -> str:
-    """'terse +1 @9-13, formal -0.8 @8-12': steering as the status bar and views show it."""
+    """'terse +1 @9-13, formal -0.8 @8-12 project': steering as the status bar and views show
+    it ('project' marks project mode: the direction is projected out rather than added)."""
     return ", ".join(
-        f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}" for s in steering
+        f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
+        + (" project" if s.get("mode", "add") == "project" else "")
+        for s in steering
     )
 
 
@@ -163,9 +168,9 @@ class Core:
             if not self.turns or self.turns[-1].role != "user":
                 return Outcome.error("nothing to reply to: send a message first")
             try:
-                self.ctx.set_control(self.steering.buffer())
+                self._apply(self.steering.control())
                 reply = self.ctx.generate(self.messages(), self.sampling, on_token, cancel)
-            except (ContextFullError, EngineError) as exc:
+            except (ContextFullError, EngineError, AdapterLoadError, AdapterError) as exc:
                 return self._unanswered(exc, backup)
             steering = self.active_steering()
             turn = Turn("assistant", reply.text, reply, self.sampling, steering)
@@ -187,16 +192,27 @@ class Core:
         sampling: Sampling,
         cancel: threading.Event | None = None,
     ) -> Reply:
-        """A reply under the given control buffer that joins nothing (/compare, /sweep)."""
+        """A reply under the given steering (a Control, a bare control-vector buffer, or None)
+        that joins nothing (/compare, /sweep)."""
         with self._lock:
-            self.ctx.set_control(control)
+            self._apply(control)
             return self.ctx.generate(messages, sampling, None, cancel)
 
     def score_unsteered(self, messages: list[dict[str, str]], token_ids: list[int]) -> list[float]:
         """Log-probability of each reply token under the model with no steering."""
         with self._lock:
-            self.ctx.set_control(None)
+            self._apply(None)
             return self.ctx.score(messages, token_ids)
+
+    def _apply(self, control: Control | Any) -> None:
+        """Put `control` in force on the chat context: both halves, each emptying the KV cache
+        only when it changes."""
+        if control is None or not isinstance(control, Control):
+            self.ctx.set_adapters([])
+            self.ctx.set_control(control)
+            return
+        self.ctx.set_adapters(control.adapters)
+        self.ctx.set_control(control.buffer)
 
     def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
         """Undo the line that asked for a reply that could not be made, live and on disk."""

@@ -18,6 +18,20 @@ def data_dir() -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """Where steer keeps what it can rebuild (projection adapters). STEER_CACHE_DIR overrides
+    it; with STEER_DATA_DIR set (tests, portable installs) it sits inside that folder."""
+    override = os.environ.get("STEER_CACHE_DIR")
+    if override:
+        path = Path(override)
+    elif os.environ.get("STEER_DATA_DIR"):
+        path = data_dir() / "cache"
+    else:
+        path = Path(platformdirs.user_cache_dir("steer", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def history_file() -> Path:
     return data_dir() / "history"
 

@@ -268,7 +268,7 @@ class Replayer:
                     f"reply {self._replies} was steered by {item['name']!r}, "
                     "which the session never loads or builds"
                 )
-            steering.active[item["name"]] = Active(float(item["strength"]), tuple(item["layers"]))
+            steering.active[item["name"]] = Active.from_record(item)
 
 
 def model_for(session: Session, model_path: str | None, allow_change: bool) -> tuple[Model, str]:

@@ -178,7 +178,7 @@ def restore(core: Core, session: Session, path: Path) -> list[str]:
         vec_path = resolve_vector_path(path, ref, library_dir())
         core.steering.load(str(vec_path), ref.name)
     for item in session.steering:
-        core.steering.active[item["name"]] = Active(float(item["strength"]), tuple(item["layers"]))
+        core.steering.active[item["name"]] = Active.from_record(item)
     core.turns = turns_from_events(session.events)
     return warnings
 

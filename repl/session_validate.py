@@ -277,10 +277,23 @@ def _steering(f: _Fields, name: str, value: object) -> list[dict]:
         entry["name"] = f.get(table, "name", prefix, f.word)
         entry["strength"] = f.get(table, "strength", prefix, f.number)
         entry["layers"] = f.get(table, "layers", prefix, lambda n, v: _layers(f, n, v))
+        mode = f.get(table, "mode", prefix, lambda n, v: f.choice(n, v, ("add", "project")), None)
+        if mode is not None:
+            entry["mode"] = mode
+        if "targets" in table:
+            entry["targets"] = f.get(table, "targets", prefix, lambda n, v: _targets(f, n, v))
         if any(e["name"] == entry["name"] for e in entries):
             f.fail(f"{prefix}name {entry['name']!r} is steered twice", "keep one entry")
         entries.append(entry)
     return entries
+
+
+def _targets(f: _Fields, name: str, value: object) -> list[str]:
+    """Project mode's weights: a non-empty array of known targets (vectors/lora.py TARGETS)."""
+    known = ("ffn_down", "attn_output")
+    if not isinstance(value, list) or not value or any(v not in known for v in value):
+        f.wrong(name, f"a non-empty array of {', '.join(repr(k) for k in known)}", value)
+    return [str(v) for v in value]
 
 
 def _layers(f: _Fields, name: str, value: object) -> list[int]:

@@ -9,11 +9,14 @@ from typing import Any
 
 from engine.capture import CaptureCancelled
 from engine.chat import Sampling
+from engine.lora import AdapterLoadError
 from repl.calibrate import N_PROMPTS, calibrate
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 from repl.steering import (
     LOUD,
+    MODES,
+    Active,
     active_names,
     check_name,
     instruction_pairs,
@@ -33,10 +36,18 @@ from vectors import (
     save_vector,
 )
 from vectors.calibration import Point, is_fluent
+from vectors.lora import (
+    DEFAULT_TARGETS,
+    TARGETS,
+    AdapterError,
+    parse_targets,
+    project_recommendation,
+)
 
 BARS = " ▁▂▃▄▅▆▇█"
 REPLY_TOKENS = 48  # tokens of each reply --method replies reads
 DEFAULT_MODEL_HINT = "the default model, SmolLM2-135M-Instruct"
+PROJECT_LOUD = 3.0  # project-mode strengths past 3 (or below -1.5) broke the text (docs)
 CALIBRATION_UNITS = 4 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
 
 
@@ -52,6 +63,19 @@ def suggestion(vec: SteeringVector) -> str:
     a, b = vec.recommended_range or (1, vec.n_layer - 1)
     strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
     return f"/steer {vec.name} {strength:g} --layers {a}-{b}"
+
+
+def project_suggestion(vec: SteeringVector) -> str:
+    """What to type for project mode, and where the setting comes from."""
+    rec = project_recommendation(vec, vec.n_layer)
+    a, b = rec.layers
+    targets = "" if rec.targets == DEFAULT_TARGETS else f" --targets {','.join(rec.targets)}"
+    why = (
+        "measured for this vector"
+        if rec.source == "measured"
+        else "the rule: the add band, strength 1 removes the direction"
+    )
+    return f"/steer {vec.name} {rec.strength:g} --mode project --layers {a}-{b}{targets} ({why})"
 
 
 def separation_report(vec: SteeringVector) -> list[str]:
@@ -282,43 +306,105 @@ def _name(raw: str) -> str:
     "list, apply, adjust or switch off steering vectors",
     Arg("name", optional=True, help="a loaded vector, or 'off' to switch all off"),
     Arg("strength", optional=True, help="a number (negative steers the other way) or 'off'"),
-    options=(Arg("--layers", help="blocks to steer, A-B (default: the vector's recommendation)"),),
-    details="Without a strength or range the vector's recommendations apply. Changes take "
-    "effect from the next reply; the conversation so far is re-read under the new steering.",
+    options=(
+        Arg("--layers", help="blocks to steer, A-B (default: the vector's recommendation)"),
+        Arg(
+            "--mode",
+            "choice",
+            MODES,
+            help="add: add the vector to each block's output (a llama.cpp control vector, "
+            "the default); project: remove strength x the outputs' component along the "
+            "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA)",
+        ),
+        Arg(
+            "--targets",
+            help=f"project mode's weights per block: {' or '.join(TARGETS)}, or both "
+            "comma-separated (default: the recommendation)",
+        ),
+    ),
+    details="Without a strength or range the vector's recommendations for the mode apply. "
+    "Changes take effect from the next reply; the conversation so far is re-read under the "
+    "new steering. Add- and project-mode vectors compose.",
     name=active_names,
 )
 def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
     name, raw, layers_text = args["name"], args["strength"], args["layers"]
+    mode, targets_text = args["mode"], args["targets"]
     steering = core.steering
     if name is None:
+        if layers_text is not None or mode is not None or targets_text is not None:
+            raise UsageError("name a vector to steer with: /steer NAME [S] [--layers A-B] ...")
         return Outcome.say(_steering_listing(core))
     if name == "off":
-        if raw is not None or layers_text is not None:
-            raise UsageError("/steer off takes no strength or layers")
+        if raw is not None or layers_text is not None or mode or targets_text:
+            raise UsageError("/steer off takes no strength, layers, mode or targets")
         steering.active.clear()
         return Outcome.done("steering off")
     vector_or_error(core, name)
     if raw == "off":
+        if mode or targets_text or layers_text:
+            raise UsageError(f"/steer {name} off takes no layers, mode or targets")
         if steering.active.pop(name, None) is None:
             return Outcome.error(f"{name!r} is not active")
         return Outcome.done(f"{name} off")
     strength = None if raw is None else parse_float("strength", raw)
     layers = None if layers_text is None else parse_layers(core, layers_text)
-    active = steering.activate(name, strength, layers)
-    out = Outcome.done(
-        f"steering: {name} {active.strength:g} on blocks "
-        f"{active.layers[0]}-{active.layers[1]} (from the next reply)"
-    )
-    if abs(active.strength) > LOUD:
-        beyond = (
-            "the measured difference"
-            if steering.vectors[name].strength_unit == "mean-diff"
-            else "the file's own scale (raw units; llama.cpp users rarely pass more than 2)"
-        )
-        out.info.append(
-            f"warning: strength {active.strength:g} is far beyond {beyond}; expect broken text"
-        )
+    mode = mode or "add"
+    targets = None
+    if targets_text is not None:
+        if mode != "project":
+            raise UsageError("--targets goes with --mode project")
+        try:
+            targets = parse_targets(targets_text)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    before = steering.active.get(name)
+    active = steering.activate(name, strength, layers, mode, targets)
+    if mode == "project":
+        try:  # built now, so a problem is told here and not at the next reply
+            steering.adapter(name, active.layers, active.targets)
+        except (AdapterError, AdapterLoadError) as exc:
+            _restore(steering, name, before)
+            return Outcome.error(str(exc))
+    out = Outcome.done(f"steering: {describe_active(name, active)} (from the next reply)")
+    out.info += _loudness(steering, name, active)
     return out
+
+
+def describe_active(name: str, active: Active) -> str:
+    """'terse 0.4 on blocks 9-13' / 'terse 1 projected out of attn_output on blocks 9-13'."""
+    a, b = active.layers
+    if active.mode == "project":
+        return (
+            f"{name} {active.strength:g} projected out of {'+'.join(active.targets)} "
+            f"on blocks {a}-{b}"
+        )
+    return f"{name} {active.strength:g} on blocks {a}-{b}"
+
+
+def _restore(steering, name: str, before: Active | None) -> None:
+    if before is None:
+        steering.active.pop(name, None)
+    else:
+        steering.active[name] = before
+
+
+def _loudness(steering, name: str, active: Active) -> list[str]:
+    if active.mode == "project":
+        if active.strength > PROJECT_LOUD or active.strength < -PROJECT_LOUD / 2:
+            return [
+                f"warning: projection strength {active.strength:g} is far from 1 (the "
+                "direction removed); expect broken text"
+            ]
+        return []
+    if abs(active.strength) <= LOUD:
+        return []
+    beyond = (
+        "the measured difference"
+        if steering.vectors[name].strength_unit == "mean-diff"
+        else "the file's own scale (raw units; llama.cpp users rarely pass more than 2)"
+    )
+    return [f"warning: strength {active.strength:g} is far beyond {beyond}; expect broken text"]
 
 
 def _steering_listing(core: Core) -> str:
@@ -328,7 +414,11 @@ def _steering_listing(core: Core) -> str:
     lines = []
     for name, vec in sorted(steering.vectors.items()):
         act = steering.active.get(name)
-        state = f"ON  {act.strength:+g} blocks {act.layers[0]}-{act.layers[1]}" if act else "off"
+        state = "off"
+        if act:
+            state = f"ON  {act.strength:+g} blocks {act.layers[0]}-{act.layers[1]}"
+            if act.mode == "project":
+                state += f" project ({'+'.join(act.targets)})"
         lines.append(f"{name:<16} {state:<26} unit {vec.strength_unit}")
     return "\n".join(lines)
 
@@ -420,6 +510,7 @@ class VectorReport:
                 *separation_report(vec),
                 *calibration_report(vec),
                 f"apply it: {suggestion(vec)}",
+                f"or cancel it (project mode): {project_suggestion(vec)}",
             ]
         return [describe_vector(vec)]
 
@@ -429,7 +520,7 @@ class VectorReport:
 
 def provenance(vec: SteeringVector) -> list[str]:
     """The metadata a vector carries about how it was made, one 'key: value' per line."""
-    skip = {"separation", "effect_size", "norms", "prompts", "calibration"}
+    skip = {"separation", "effect_size", "norms", "prompts", "calibration", "project"}
     lines = [f"{key}: {vec.meta[key]}" for key in sorted(k for k in vec.meta if k not in skip)]
     if "prompts" in vec.meta:
         lines.append(f"prompts: {len(vec.meta['prompts'])} neutral prompts")
@@ -445,6 +536,7 @@ def describe_vector(vec: SteeringVector) -> str:
         *separation_report(vec),
         *calibration_report(vec),
         f"suggested: {suggestion(vec)}",
+        f"project mode (cancels the concept): {project_suggestion(vec)}",
     ]
     lines += [f"  {line}" for line in provenance(vec)]
     return "\n".join(lines)
@@ -484,3 +576,45 @@ def cmd_vector_mix(core: Core, args: dict[str, Any]) -> Outcome:
     except ValueError as exc:
         return Outcome.error(str(exc))
     return Outcome.done(f"mixed {name!r} = {args['expr']}; apply it: {suggestion(vec)}")
+
+
+@REGISTRY.command(
+    "vector lora",
+    "write a vector's projection as a llama.cpp LoRA adapter (--lora-scaled FILE:S)",
+    Arg("name", help="a loaded vector"),
+    Arg("path", "path", help="the adapter file (.gguf) or a folder"),
+    options=(
+        Arg("--layers", help="blocks, A-B (default: the project-mode recommendation)"),
+        Arg("--targets", help=f"{' or '.join(TARGETS)}, or both comma-separated"),
+    ),
+    details="llama-completion ... --lora-scaled FILE:S writes the same greedy text as "
+    "/steer NAME S --mode project with the same blocks and targets. The file holds the "
+    "projection at scale 1; S is chosen when it is applied.",
+    name=loaded_names,
+)
+def cmd_vector_lora(core: Core, args: dict[str, Any]) -> Outcome:
+    vec = vector_or_error(core, args["name"])
+    rec = project_recommendation(vec, core.model.n_layer)
+    layers = rec.layers if args["layers"] is None else parse_layers(core, args["layers"])
+    targets = rec.targets
+    if args["targets"] is not None:
+        try:
+            targets = parse_targets(args["targets"])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    path = args["path"]
+    if path.is_dir():
+        path = path / f"{vec.name}-lora.gguf"
+    elif not path.parent.exists():
+        raise UsageError(f"folder {path.parent} does not exist")
+    try:
+        core.steering.write_adapter(vec.name, layers, targets, path)
+    except AdapterError as exc:
+        return Outcome.error(str(exc))
+    except OSError as exc:
+        return Outcome.error(f"could not write {path}: {exc.strerror or exc}")
+    a, b = layers
+    return Outcome.say(
+        f"wrote the projection of {vec.name!r} ({'+'.join(targets)}, blocks {a}-{b}) to {path}; "
+        f"llama.cpp: --lora-scaled {path}:{rec.strength:g}"
+    )

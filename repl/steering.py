@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.capture import Probe
+from engine.lora import AdapterCache, LoraAdapter
 from engine.model import Model
 from repl.commands import UsageError
-from repl.paths import data_dir, user_path
+from repl.paths import cache_dir, data_dir, user_path
 from vectors import (
     UNIT_MEAN_DIFF,
     SteeringVector,
@@ -29,6 +30,15 @@ from vectors import (
     neutral_prompts,
     pairs_sha256,
     parse_range,
+)
+from vectors.atomic import write_atomic
+from vectors.lora import (
+    DEFAULT_TARGETS,
+    AdapterError,
+    adapter_key,
+    build_adapter,
+    project_recommendation,
+    save_adapter,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -61,10 +71,48 @@ def library_names() -> list[str]:
     return sorted(p.stem for p in library_dir().glob("*.gguf") if NAME_RE.match(p.stem))
 
 
+MODES = ("add", "project")
+
+
 @dataclass(frozen=True)
 class Active:
+    """How one vector steers: its strength, blocks and mode.
+
+    `add` adds strength x the vector to each block's output (a llama.cpp control vector);
+    `project` removes strength x the output's component along the vector's unit direction from
+    the weights in `targets` of each block (a rank-1 LoRA, vectors/lora.py).
+    """
+
     strength: float
     layers: tuple[int, int]
+    mode: str = "add"
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+
+    def describe(self, name: str) -> dict:
+        """The record of this steering in replies, sessions and --jsonl. Add mode keeps the
+        old three keys (old readers and sessions stay as they were); project mode adds its
+        mode and targets."""
+        out = {"name": name, "strength": self.strength, "layers": list(self.layers)}
+        if self.mode != "add":
+            out["mode"] = self.mode
+            out["targets"] = list(self.targets)
+        return out
+
+    @classmethod
+    def from_record(cls, item: dict) -> Active:
+        """The inverse of describe() (a record without a mode is add mode)."""
+        mode = item.get("mode", "add")
+        targets = tuple(item.get("targets") or DEFAULT_TARGETS)
+        return cls(float(item["strength"]), tuple(item["layers"]), mode, targets)
+
+
+@dataclass
+class Control:
+    """Everything llama.cpp needs for one steering setting: the summed control-vector buffer of
+    the add-mode vectors and the projection adapters with their scales."""
+
+    buffer: np.ndarray | None
+    adapters: list[tuple[LoraAdapter, float]]
 
 
 def file_sha256(path: Path) -> str:
@@ -84,31 +132,85 @@ class Steering:
         self.active: dict[str, Active] = {}
         self._probe: Probe | None = None
         self._model_sha256: str | None = None
+        self._adapters = AdapterCache(model)
 
     # -- applying -------------------------------------------------------------------------------
 
     def buffer(self, active: dict[str, Active] | None = None) -> np.ndarray | None:
-        """The control-vector buffer for llama.cpp (of `active`, by default the vectors now
-        on), or None when nothing is active."""
+        """The control-vector buffer for llama.cpp of the add-mode vectors in `active` (by
+        default the vectors now on), or None when none is in add mode."""
+        items = list((self.active if active is None else active).items())
+        parts = [(self.vectors[n], a.strength, a.layers) for n, a in items if a.mode == "add"]
+        if not parts:
+            return None
+        return compose(parts, self.model.n_layer, self.model.n_embd)
+
+    def control(self, active: dict[str, Active] | None = None) -> Control | None:
+        """Both halves of the steering of `active` (by default the vectors now on), or None
+        when nothing is active. Projection adapters are built (or taken from the cache) here."""
         items = list((self.active if active is None else active).items())
         if not items:
             return None
-        parts = [(self.vectors[n], a.strength, a.layers) for n, a in items]
-        return compose(parts, self.model.n_layer, self.model.n_embd)
+        adapters = [
+            (self.adapter(n, a.layers, a.targets), a.strength)
+            for n, a in items
+            if a.mode == "project"
+        ]
+        return Control(self.buffer(dict(items)), adapters)
+
+    def adapter(self, name: str, layers: tuple[int, int], targets: tuple[str, ...]) -> LoraAdapter:
+        """The projection adapter of vector `name` on `layers` x `targets`, loaded into the
+        model. Built on first use and cached on disk per (vector, model, blocks, targets)."""
+        try:
+            path = self.adapter_path(name, layers, targets)
+            if not path.is_file():
+                adapter = build_adapter(self.vectors[name], self.model.path, layers, targets)
+                save_adapter(adapter, path, {"model_sha256": self.model_sha256()})
+        except OSError as exc:
+            raise AdapterError(
+                f"could not build the projection adapter of {name!r} in {cache_dir()}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        return self._adapters.load(path)
+
+    def write_adapter(
+        self, name: str, layers: tuple[int, int], targets: tuple[str, ...], path: Path
+    ) -> None:
+        """The adapter file for llama.cpp (`/vector lora`): the cached one, copied atomically."""
+        self.adapter(name, layers, targets)  # builds it into the cache if needed
+        data = self.adapter_path(name, layers, targets).read_bytes()
+        write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+    def adapter_path(self, name: str, layers: tuple[int, int], targets: tuple[str, ...]) -> Path:
+        key = adapter_key(self.vectors[name], self.model_sha256(), layers, targets)
+        folder = cache_dir() / "adapters"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}-{key}.gguf"
 
     def describe(self) -> list[dict]:
-        return [
-            {"name": n, "strength": a.strength, "layers": list(a.layers)}
-            for n, a in list(self.active.items())
-        ]
+        return [a.describe(n) for n, a in list(self.active.items())]
 
-    def activate(self, name: str, strength: float | None, layers: tuple[int, int] | None) -> Active:
+    def activate(
+        self,
+        name: str,
+        strength: float | None,
+        layers: tuple[int, int] | None,
+        mode: str = "add",
+        targets: tuple[str, ...] | None = None,
+    ) -> Active:
+        """Switch `name` on; what is not given comes from the vector's recommendation for
+        the mode (vectors/projection.py for project mode)."""
         vec = self.vectors[name]
-        if strength is None:
-            strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
-        if layers is None:
-            layers = vec.recommended_range or (1, self.model.n_layer - 1)
-        self.active[name] = Active(float(strength), layers)
+        if mode == "project":
+            rec = project_recommendation(vec, self.model.n_layer)
+            strength = rec.strength if strength is None else strength
+            layers = layers or rec.layers
+            targets = targets or rec.targets
+        else:
+            if strength is None:
+                strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
+            layers = layers or vec.recommended_range or (1, self.model.n_layer - 1)
+        self.active[name] = Active(float(strength), layers, mode, targets or DEFAULT_TARGETS)
         return self.active[name]
 
     # -- keeping --------------------------------------------------------------------------------

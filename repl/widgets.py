@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Markdown, Static
 from repl.steer_commands import (
     VectorReport,
     calibration_report,
+    project_suggestion,
     provenance,
     separation_verdict,
     suggestion,
@@ -129,6 +130,7 @@ class VectorView(Vertical):
         notes = separation_verdict(vec) + calibration_report(vec)
         label = "apply it" if self.report.head else "suggested"
         notes.append(f"{label}: {suggestion(vec)}")
+        notes.append(f"project mode: {project_suggestion(vec)}")
         yield Static("\n".join(notes), markup=False)
         if not self.report.head:
             shown = [
@@ -252,6 +254,15 @@ class SweepView(Vertical, can_focus=True):
 # -- the steering rack -----------------------------------------------------------------------------
 
 
+def steer_line(name: str, strength: float, how: Active) -> str:
+    """The /steer command a rack key stands for: `how`'s blocks and mode at `strength`."""
+    a, b = how.layers
+    line = f"/steer {name} {strength:g} --layers {a}-{b}"
+    if how.mode == "project":
+        line += f" --mode project --targets {','.join(how.targets)}"
+    return line
+
+
 class SteeringRack(Widget, can_focus=True):
     """Every loaded vector with its state; keys stand for /steer commands."""
 
@@ -297,8 +308,11 @@ class SteeringRack(Widget, can_focus=True):
             mine = i == self.selected
             pointer = "▸ " if mine and self.has_focus else "  "
             state = ("ON", "bold $success") if act else ("off", "$text-muted")
-            parts += ["\n", (f"{pointer}{name[:16]:<17}", "bold" if mine else ""), state, "\n"]
             shown = act or self.last.get(name)
+            mode = ("  ⊥ project", "$accent") if shown and shown.mode == "project" else ""
+            parts += [
+                "\n", (f"{pointer}{name[:16]:<17}", "bold" if mine else ""), state, mode, "\n"
+            ]
             if shown is not None:
                 strength, layers = shown.strength, shown.layers
             else:
@@ -342,7 +356,7 @@ class SteeringRack(Widget, can_focus=True):
         base = act.strength if act else 0.0
         layers = act.layers if act else (vec.recommended_range or (1, vec.n_layer - 1))
         value = round(base + step, 2) + 0.0  # no -0
-        _app(self).rack_line(f"/steer {name} {value:g} --layers {layers[0]}-{layers[1]}")
+        _app(self).rack_line(steer_line(name, value, act or Active(value, layers)))
 
     def action_toggle(self) -> None:
         name = self.current()
@@ -354,8 +368,7 @@ class SteeringRack(Widget, can_focus=True):
             if _app(self).rack_line(f"/steer {name} off"):
                 self.last[name] = act
         elif before is not None:
-            a, b = before.layers
-            _app(self).rack_line(f"/steer {name} {before.strength:g} --layers {a}-{b}")
+            _app(self).rack_line(steer_line(name, before.strength, before))
         else:
             _app(self).rack_line(f"/steer {name}")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, steering_text
-from repl.steering import Active
+from repl.steering import Active, Control
 from vectors.calibration import (  # degeneration is re-exported for the sweep's callers
     MAX_NLL_RATIO,
     MAX_REPEAT_GAIN,
@@ -28,6 +28,7 @@ from vectors.calibration import (  # degeneration is re-exported for the sweep's
     degeneration,
     is_fluent,
 )
+from vectors.lora import DEFAULT_TARGETS
 
 # The fluency rule /sweep recommends by is the one /contrast's calibration uses
 # (vectors/calibration.py explains the numbers); /sweep takes the strongest fluent setting.
@@ -103,7 +104,7 @@ def compare(
     messages = core.messages_for(history, text)
     sampling = fixed_seed(core.sampling)
     steering = core.active_steering()
-    controls = [None, core.steering.buffer()]
+    controls = [None, core.steering.control()]
     replies = _answers(core, messages, controls, sampling, on_progress, cancel)
     if replies is None:
         return None
@@ -113,7 +114,7 @@ def compare(
 def _answers(
     core: Core,
     messages: list[dict[str, str]],
-    controls: list[np.ndarray | None],
+    controls: list[Control | None],
     sampling: Sampling,
     on_progress: Callable[[int, int], None] | None,
     cancel: threading.Event | None,
@@ -194,6 +195,8 @@ class Sweep:
     baseline: SweepRow  # every vector off
     rows: list[SweepRow] = field(default_factory=list)
     others: list[dict[str, Any]] = field(default_factory=list)  # other vectors held on
+    mode: str = "add"
+    targets: tuple[str, ...] = ()  # project mode's weights
 
     @property
     def recommended(self) -> float | None:
@@ -204,8 +207,9 @@ class Sweep:
 
     def header(self) -> str:
         held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
+        how = f" projected out of {'+'.join(self.targets)}" if self.mode == "project" else ""
         return (
-            f"sweep {self.vector} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
+            f"sweep {self.vector}{how} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
             f"prompt: {self.prompt}"
         )
 
@@ -215,7 +219,13 @@ class Sweep:
         if best is None:
             return f"no strength stays fluent ({rule})"
         a, b = self.layers
-        return f"recommended: /steer {self.vector} {best:g} --layers {a}-{b} ({rule})"
+        mode = f" --mode project{self._targets_option()}" if self.mode == "project" else ""
+        return f"recommended: /steer {self.vector} {best:g}{mode} --layers {a}-{b} ({rule})"
+
+    def _targets_option(self) -> str:
+        if not self.targets or tuple(self.targets) == DEFAULT_TARGETS:
+            return ""
+        return f" --targets {','.join(self.targets)}"
 
     def table(self) -> list[str]:
         out = [f"{'strength':>9} {'tokens':>6} {'repeat':>6} {'logprob':>8}  fluent"]
@@ -239,6 +249,7 @@ class Sweep:
             "type": "sweep",
             "vector": self.vector,
             "layers": list(self.layers),
+            "mode": self.mode,
             "prompt": self.prompt,
             "baseline": self.baseline.event(),
             "rows": [r.event() for r in self.rows],
@@ -254,8 +265,10 @@ def sweep(
     prompt: str | None,
     on_progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    mode: str = "add",
+    targets: tuple[str, ...] | None = None,
 ) -> Sweep | None:
-    """Answer one message at each strength of `name`; None when cancelled.
+    """Answer one message at each strength of `name` (in `mode`); None when cancelled.
 
     Other active vectors stay as they are, so the sweep shows what changing this one would
     do to the next reply. Every reply is then scored by the unsteered model.
@@ -265,7 +278,8 @@ def sweep(
     messages = core.messages_for(history, text)
     sampling = fixed_seed(core.sampling)
     others = [s for s in core.active_steering() if s["name"] != name]
-    controls = [None, *(_control(core, name, s, layers) for s in strengths)]
+    how = Active(1.0, layers, mode, targets) if targets else Active(1.0, layers, mode)
+    controls = [None, *(_control(core, name, replace(how, strength=float(s))) for s in strengths)]
     replies = _answers(core, messages, controls, sampling, on_progress, cancel)
     if replies is None:
         return None
@@ -278,13 +292,12 @@ def sweep(
     baseline, rows = rows[0], rows[1:]
     for row in [baseline, *rows]:
         row.fluent = _fluent(row, baseline)
-    return Sweep(name, layers, text, baseline, rows, others)
+    return Sweep(name, layers, text, baseline, rows, others, mode, how.targets)
 
 
-def _control(core: Core, name: str, strength: float, layers: tuple[int, int]) -> np.ndarray:
-    """The buffer with `name` at `strength` and every other active vector as it is."""
-    active = {**core.steering.active, name: Active(float(strength), layers)}
-    return core.steering.buffer(active)
+def _control(core: Core, name: str, how: Active) -> Control | None:
+    """The steering with `name` set as `how` and every other active vector as it is."""
+    return core.steering.control({**core.steering.active, name: how})
 
 
 def _fluent(row: SweepRow, baseline: SweepRow) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine.chat import ContextFullError, EngineError
+from engine.lora import AdapterLoadError
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
-from repl.steering import loaded_names, parse_layers, vector_or_error
+from repl.steering import MODES, loaded_names, parse_layers, vector_or_error
 from repl.workbench import compare, keep, sweep
+from vectors.lora import AdapterError, project_recommendation
 
 MAX_SWEEP = 12
 
@@ -37,7 +39,7 @@ def cmd_compare(core: Core, args: dict[str, Any]) -> Outcome:
     def job(on_progress, cancel) -> Outcome:
         try:
             result = compare(core, prompt, on_progress, cancel)
-        except (ContextFullError, EngineError) as exc:
+        except (ContextFullError, EngineError, AdapterError, AdapterLoadError) as exc:
             return Outcome.error(f"/compare failed: {exc}")
         if result is None:
             return Outcome.error("/compare cancelled; nothing changed")
@@ -92,6 +94,12 @@ def _strengths(raw: str) -> list[float]:
             help="a message to answer on its own (default: the last one, in its conversation)",
         ),
         Arg("--layers", help="blocks to steer, A-B (default: as active, or recommended)"),
+        Arg(
+            "--mode",
+            "choice",
+            MODES,
+            help="add or project (default: the vector's mode if it is on, else add)",
+        ),
     ),
     details="Each row shows the reply length, how much of it repeats (share of repeated "
     "3-grams) and its mean log-probability per token under the unsteered model; the "
@@ -102,19 +110,27 @@ def cmd_sweep(core: Core, args: dict[str, Any]) -> Outcome:
     vec = vector_or_error(core, args["name"])
     strengths = _strengths(args["strengths"])
     prompt = args["prompt"]
-    if args["layers"] is not None:
-        layers = parse_layers(core, args["layers"])
-    elif vec.name in core.steering.active:
-        layers = core.steering.active[vec.name].layers
+    current = core.steering.active.get(vec.name)
+    mode = args["mode"] or (current.mode if current is not None else "add")
+    targets = None
+    if current is not None and current.mode == mode:
+        layers, targets = current.layers, current.targets
+    elif mode == "project":
+        rec = project_recommendation(vec, core.model.n_layer)
+        layers, targets = rec.layers, rec.targets
     else:
         layers = vec.recommended_range or (1, core.model.n_layer - 1)
+    if args["layers"] is not None:
+        layers = parse_layers(core, args["layers"])
     if prompt is None and not any(t.role == "user" for t in core.turns):
         return Outcome.error("nothing to answer: send a message first, or --prompt TEXT")
 
     def job(on_progress, cancel) -> Outcome:
         try:
-            result = sweep(core, vec.name, strengths, layers, prompt, on_progress, cancel)
-        except (ContextFullError, EngineError) as exc:
+            result = sweep(
+                core, vec.name, strengths, layers, prompt, on_progress, cancel, mode, targets
+            )
+        except (ContextFullError, EngineError, AdapterError, AdapterLoadError) as exc:
             return Outcome.error(f"/sweep failed: {exc}")
         if result is None:
             return Outcome.error(f"/sweep {vec.name} cancelled; nothing changed")

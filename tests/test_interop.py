@@ -11,8 +11,9 @@ import subprocess
 import pytest
 
 from engine import ChatContext, Model, Sampling
+from repl.core import Core
 from tests.conftest import ROOT, user
-from vectors import compose, save_vector
+from vectors import bundled_path, compose, save_vector
 
 END = " [end of text]\n"
 
@@ -95,4 +96,28 @@ def test_saved_vector_steers_llama_cpp_like_steer(
     ours = steer_reply(model, question, 60, buffer)
     unsteered = steer_reply(model, question, 60, None)
     assert ours != unsteered  # the vector really does something here
+    assert theirs == ours
+
+
+def test_lora_adapter_steers_llama_cpp_like_project_mode(
+    tmp_path, model: Model, llama_completion
+) -> None:
+    """`/vector lora` writes the file that makes llama-completion --lora-scaled FILE:S write
+    what `/steer NAME S --mode project` writes (greedy, same prompt, same batching)."""
+    core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0, max_tokens=60))
+    core.steering.load(str(bundled_path("terse")), "terse")
+    path = tmp_path / "terse-lora.gguf"
+    written = core.submit(f"/vector lora terse {path} --layers 9-13 --targets attn_output")
+    assert not written.errors and path.is_file()
+    question = "Explain how a rainbow forms. Respond tersely, in one short sentence."
+    theirs = run_cli(
+        llama_completion, model, model.render_chat(user(question)), 60,
+        ["--lora-scaled", f"{path}:1.5"],
+    )
+    unsteered = core.answer(user(question), None, core.sampling).text
+    steer = core.submit("/steer terse 1.5 --mode project --layers 9-13 --targets attn_output")
+    assert not steer.errors
+    ours = core.answer(user(question), core.steering.control(), core.sampling).text
+    core.ctx.close()
+    assert ours != unsteered  # the adapter really does something here
     assert theirs == ours
