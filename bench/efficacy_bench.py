@@ -151,6 +151,7 @@ CONCEPTS = [
         "Answer the question.",
         "sea words/100",
         lexicon_rate(SEA),
+        "--method replies",
     ),
     Concept(
         "space",
@@ -159,6 +160,7 @@ CONCEPTS = [
         "Answer the question.",
         "space words/100",
         lexicon_rate(SPACE),
+        "--method replies",
     ),
     Concept(
         "excited",
@@ -251,9 +253,10 @@ def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, ba
         raise SystemExit(f"{line}: {result.errors[0]}")
     build_s = time.perf_counter() - start
     vec = core.steering.vectors[concept.name]
-    active = core.steering.activate(concept.name, None, None)  # `/steer NAME`: the recommendation
+    # `/steer NAME`: the recommendation, mode included
+    active = core.steering.activate(concept.name, None, None, None)
     core.steering.active.clear()
-    control = core.steering.buffer({concept.name: active})
+    control = core.steering.control({concept.name: active})
     asked = [instructed(q, concept.positive) for q in QUESTIONS]
     prompted = answer_all(core, asked, None, sampling)
     steered = answer_all(core, QUESTIONS, control, sampling)
@@ -261,7 +264,11 @@ def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, ba
         concept,
         Condition.of("unsteered", base, concept),
         Condition.of("prompt", score(core, QUESTIONS, prompted), concept),
-        Condition.of(f"steer {active.strength:g}", score(core, QUESTIONS, steered), concept),
+        Condition.of(
+            f"steer {active.strength:g}{'' if active.mode == 'add' else ' ' + active.mode}",
+            score(core, QUESTIONS, steered),
+            concept,
+        ),
         active.strength,
         active.layers,
         build_s,

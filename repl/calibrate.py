@@ -33,6 +33,10 @@ if TYPE_CHECKING:  # repl.core imports the commands, which import this module
 
 LADDER = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0)
 START = 0.3  # first rung tried: fluent for every vector measured so far on the default model
+# Prompt mode touches only the prompt's tokens, so it takes more: a topic vector did nothing
+# below 1.25 and fell apart past 1.5 (docs/efficacy.md); finer rungs around there.
+PROMPT_LADDER = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+PROMPT_START = 1.0
 N_PROMPTS = 3
 MAX_TOKENS = 40
 MAX_STEPS = 5  # rungs tried besides the unsteered baseline
@@ -127,10 +131,19 @@ class Calibration:
     baseline: Point
     points: list[Point] = field(default_factory=list)
     seconds: float = 0.0
+    mode: str = "add"
+    prompted: Point | None = None  # replies to the positively instructed prompts, unsteered
+
+    @property
+    def ladder(self) -> tuple[float, ...]:
+        return PROMPT_LADDER if self.mode == "prompt" else LADDER
+
+    def fluent(self, point: Point) -> bool:
+        return is_fluent(point, self.baseline, self.prompted)
 
     @property
     def chosen(self) -> Point | None:
-        return choose(self.points, self.baseline)
+        return choose(self.points, self.baseline, self.prompted)
 
     @property
     def strength(self) -> float:
@@ -138,13 +151,16 @@ class Calibration:
         chosen = self.chosen
         if chosen is not None:
             return chosen.strength
-        return min((p.strength for p in self.points), key=abs, default=LADDER[0])
+        return min((p.strength for p in self.points), key=abs, default=self.ladder[0])
 
     def meta(self) -> dict:
         chosen = self.chosen
         return {
             "recommended_strength": self.strength,
+            "recommended_mode": self.mode,
             "calibration": {
+                "mode": self.mode,
+                "prompted": None if self.prompted is None else self.prompted.as_dict(),
                 "prompts": list(self.prompts),
                 "max_tokens": self.max_tokens,
                 "sampling": "greedy",
@@ -152,7 +168,7 @@ class Calibration:
                 "rule": RULE,
                 "baseline": self.baseline.as_dict(),
                 "points": [p.as_dict() for p in self.points],
-                "fluent": [is_fluent(p, self.baseline) for p in self.points],
+                "fluent": [self.fluent(p) for p in self.points],
                 "chosen": None if chosen is None else chosen.strength,
                 "seconds": round(self.seconds, 2),
             },
@@ -187,26 +203,30 @@ def calibrate(
     layers: tuple[int, int] | None = None,
     prompts: list[str] | None = None,
     max_tokens: int = MAX_TOKENS,
+    mode: str = "add",
     on_progress: Callable[[int, int], None] | None = None,
     progress_offset: int = 0,
     cancel: threading.Event | None = None,
 ) -> Calibration | None:
-    """Walk the strength ladder for vector `name` alone (other vectors off); None if cancelled.
+    """Walk the strength ladder for vector `name` alone (other vectors off) in `mode` ("add"
+    or "prompt"); None if cancelled.
 
-    From START it climbs while replies stay fluent, or steps down until they are.
+    From the mode's start it climbs while replies stay fluent, or steps down until they are.
+    With instructions, the replies to the positively instructed prompt are measured first:
+    their cost is the fluency allowance (vectors/calibration.py).
     """
     start = time.perf_counter()
     vec = core.steering.vectors[name]
     layers = layers or vec.recommended_range or (1, core.model.n_layer - 1)
     prompts = prompts or calibration_prompts()[:N_PROMPTS]
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-    progress = _Progress(on_progress, progress_offset, len(prompts) * 4)
+    progress = _Progress(on_progress, progress_offset, len(prompts) * (5 if positive else 4))
 
-    def measure(strength: float) -> Point | None:
+    def measure(strength: float, asked: list[str] | None = None) -> Point | None:
         control = None
         if strength:
-            control = core.steering.buffer({name: Active(float(strength), layers)})
-        replies = answer_all(core, prompts, control, sampling, cancel, progress.tick)
+            control = core.steering.control({name: Active(float(strength), layers, mode)})
+        replies = answer_all(core, asked or prompts, control, sampling, cancel, progress.tick)
         if replies is None:
             return None
         return summarise(strength, score(core, prompts, replies, positive, negative))
@@ -214,7 +234,11 @@ def calibrate(
     baseline = measure(0.0)
     if baseline is None:
         return None
-    result = Calibration(layers, prompts, max_tokens, baseline)
+    result = Calibration(layers, prompts, max_tokens, baseline, mode=mode)
+    if positive:
+        result.prompted = measure(0.0, [instructed(q, positive) for q in prompts])
+        if result.prompted is None:
+            return None
     for strength in _walk(result):
         point = measure(strength)
         if point is None:
@@ -226,16 +250,17 @@ def calibrate(
 
 
 def _walk(result: Calibration):
-    """Yield rungs to try: up from START while fluent, else down from START until fluent."""
-    i = LADDER.index(START)
-    yield LADDER[i]
-    up = is_fluent(result.points[-1], result.baseline)
+    """Yield rungs to try: up from the start while fluent, else down from it until fluent."""
+    ladder = result.ladder
+    i = ladder.index(PROMPT_START if result.mode == "prompt" else START)
+    yield ladder[i]
+    up = result.fluent(result.points[-1])
     steps = 1
     while steps < MAX_STEPS:
         i += 1 if up else -1
-        if not 0 <= i < len(LADDER):
+        if not 0 <= i < len(ladder):
             return
-        yield LADDER[i]
+        yield ladder[i]
         steps += 1
-        if is_fluent(result.points[-1], result.baseline) != up:
+        if result.fluent(result.points[-1]) != up:
             return

@@ -39,10 +39,11 @@ class Turn:
 
 def steering_text(steering: list[dict[str, Any]]) -> str:
     """'terse +1 @9-13, formal -0.8 @8-12 project': steering as the status bar and views show
-    it ('project' marks project mode: the direction is projected out rather than added)."""
+    it ('project' marks project mode: the direction is projected out rather than added;
+    'prompt' marks prompt mode: added only while the conversation is read)."""
     return ", ".join(
         f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
-        + (" project" if s.get("mode", "add") == "project" else "")
+        + (f" {s['mode']}" if s.get("mode", "add") != "add" else "")
         for s in steering
     )
 
@@ -212,7 +213,7 @@ class Core:
             self.ctx.set_control(control)
             return
         self.ctx.set_adapters(control.adapters)
-        self.ctx.set_control(control.buffer)
+        self.ctx.set_control(control.buffer, control.prompt)
 
     def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
         """Undo the line that asked for a reply that could not be made, live and on disk."""

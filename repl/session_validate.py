@@ -25,6 +25,7 @@ from repl.session_data import (
     VectorRef,
 )
 
+_MODES = ("add", "project", "prompt")  # repl.steering.MODES (not imported: it loads llama.cpp)
 _EXAMPLE_TIME = "2026-11-29T10:00:00+00:00"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -277,7 +278,7 @@ def _steering(f: _Fields, name: str, value: object) -> list[dict]:
         entry["name"] = f.get(table, "name", prefix, f.word)
         entry["strength"] = f.get(table, "strength", prefix, f.number)
         entry["layers"] = f.get(table, "layers", prefix, lambda n, v: _layers(f, n, v))
-        mode = f.get(table, "mode", prefix, lambda n, v: f.choice(n, v, ("add", "project")), None)
+        mode = f.get(table, "mode", prefix, lambda n, v: f.choice(n, v, _MODES), None)
         if mode is not None:
             entry["mode"] = mode
         if "targets" in table:

@@ -48,7 +48,7 @@ BARS = " ▁▂▃▄▅▆▇█"
 REPLY_TOKENS = 48  # tokens of each reply --method replies reads
 DEFAULT_MODEL_HINT = "the default model, SmolLM2-135M-Instruct"
 PROJECT_LOUD = 3.0  # project-mode strengths past 3 (or below -1.5) broke the text (docs)
-CALIBRATION_UNITS = 4 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
+CALIBRATION_UNITS = 5 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
 
 
 def sparkline(values: list[float]) -> str:
@@ -116,19 +116,21 @@ def calibration_report(vec: SteeringVector) -> list[str]:
     try:
         base = Point.from_dict(cal["baseline"])
         points = [Point.from_dict(p) for p in cal.get("points", [])]
+        prompted = Point.from_dict(cal["prompted"]) if cal.get("prompted") else None
     except (KeyError, TypeError, ValueError):
         return ["calibration: unreadable in this file"]
     a, b = cal.get("layers", vec.recommended_range or (1, vec.n_layer - 1))
     lines = [
         f"calibration: {len(cal.get('prompts', []))} held-out questions, greedy, "
-        f"{cal.get('max_tokens')} tokens, blocks {a}-{b}",
+        f"{cal.get('max_tokens')} tokens, blocks {a}-{b}"
+        + (", prompt mode" if cal.get("mode") == "prompt" else ""),
         f"  {'strength':>8} {'tokens':>6} {'NLL/tok':>7} {'x unst':>6} {'repeat':>6} {'effect':>6}",
     ]
-    for point in [base, *points]:
-        label = "off" if point is base else f"{point.strength:g}"
+    for point in [base, *([prompted] if prompted else []), *points]:
+        label = "off" if point is base else "asked" if point is prompted else f"{point.strength:g}"
         mark = ""
-        if point is not base:
-            mark = "  fluent" if is_fluent(point, base) else "  not fluent"
+        if point is not base and point is not prompted:
+            mark = "  fluent" if is_fluent(point, base, prompted) else "  not fluent"
             if cal.get("chosen") is not None and point.strength == cal["chosen"]:
                 mark += " <- recommended"
         lines.append(
@@ -257,6 +259,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 name,
                 positive,
                 negative,
+                mode="prompt" if written else "add",
                 on_progress=on_progress,
                 progress_offset=capture_total,
                 cancel=cancel,
@@ -265,6 +268,8 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 core.steering.vectors.pop(name, None)
                 return Outcome.error(f"/contrast {name} cancelled; nothing was built")
             vec.meta.update(result.meta())
+        elif written:
+            vec.meta["recommended_mode"] = "prompt"
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
         return Outcome(view=VectorReport(vec, head), changed=True)
 
@@ -314,7 +319,9 @@ def _name(raw: str) -> str:
             MODES,
             help="add: add the vector to each block's output (a llama.cpp control vector, "
             "the default); project: remove strength x the outputs' component along the "
-            "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA)",
+            "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA); "
+            "prompt: add it only while the model reads the conversation, not while it "
+            "writes (topics; the default for a --method replies vector)",
         ),
         Arg(
             "--targets",
@@ -324,7 +331,7 @@ def _name(raw: str) -> str:
     ),
     details="Without a strength or range the vector's recommendations for the mode apply. "
     "Changes take effect from the next reply; the conversation so far is re-read under the "
-    "new steering. Add- and project-mode vectors compose.",
+    "new steering. Add-, project- and prompt-mode vectors compose.",
     name=active_names,
 )
 def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
@@ -349,7 +356,6 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
         return Outcome.done(f"{name} off")
     strength = None if raw is None else parse_float("strength", raw)
     layers = None if layers_text is None else parse_layers(core, layers_text)
-    mode = mode or "add"
     targets = None
     if targets_text is not None:
         if mode != "project":
@@ -360,7 +366,7 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
             raise UsageError(str(exc)) from None
     before = steering.active.get(name)
     active = steering.activate(name, strength, layers, mode, targets)
-    if mode == "project":
+    if active.mode == "project":
         try:  # built now, so a problem is told here and not at the next reply
             steering.adapter(name, active.layers, active.targets)
         except (AdapterError, AdapterLoadError) as exc:
@@ -379,6 +385,8 @@ def describe_active(name: str, active: Active) -> str:
             f"{name} {active.strength:g} projected out of {'+'.join(active.targets)} "
             f"on blocks {a}-{b}"
         )
+    if active.mode == "prompt":
+        return f"{name} {active.strength:g} on blocks {a}-{b}, while reading the prompt"
     return f"{name} {active.strength:g} on blocks {a}-{b}"
 
 
@@ -419,6 +427,8 @@ def _steering_listing(core: Core) -> str:
             state = f"ON  {act.strength:+g} blocks {act.layers[0]}-{act.layers[1]}"
             if act.mode == "project":
                 state += f" project ({'+'.join(act.targets)})"
+            elif act.mode == "prompt":
+                state += " prompt"
         lines.append(f"{name:<16} {state:<26} unit {vec.strength_unit}")
     return "\n".join(lines)
 

@@ -71,7 +71,7 @@ def library_names() -> list[str]:
     return sorted(p.stem for p in library_dir().glob("*.gguf") if NAME_RE.match(p.stem))
 
 
-MODES = ("add", "project")
+MODES = ("add", "project", "prompt")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,10 @@ class Active:
 
     `add` adds strength x the vector to each block's output (a llama.cpp control vector);
     `project` removes strength x the output's component along the vector's unit direction from
-    the weights in `targets` of each block (a rank-1 LoRA, vectors/lora.py).
+    the weights in `targets` of each block (a rank-1 LoRA, vectors/lora.py); `prompt` adds it
+    like `add`, but only while the model reads the conversation, not while it writes its reply
+    (as ActAdd injects into the prompt; engine/chat.py). Topic vectors need it (docs/efficacy.md):
+    added at every written token they make the text loop before the topic shows.
     """
 
     strength: float
@@ -95,6 +98,7 @@ class Active:
         out = {"name": name, "strength": self.strength, "layers": list(self.layers)}
         if self.mode != "add":
             out["mode"] = self.mode
+        if self.mode == "project":
             out["targets"] = list(self.targets)
         return out
 
@@ -106,13 +110,21 @@ class Active:
         return cls(float(item["strength"]), tuple(item["layers"]), mode, targets)
 
 
+def recommended_mode(vec: SteeringVector) -> str:
+    """The mode `/steer NAME` uses when none is given: what the vector's calibration chose."""
+    mode = vec.meta.get("recommended_mode")
+    return mode if mode in ("add", "prompt") else "add"
+
+
 @dataclass
 class Control:
     """Everything llama.cpp needs for one steering setting: the summed control-vector buffer of
-    the add-mode vectors and the projection adapters with their scales."""
+    the add-mode vectors, the projection adapters with their scales, and the buffer of the
+    prompt-mode vectors (added only while the conversation is read)."""
 
     buffer: np.ndarray | None
     adapters: list[tuple[LoraAdapter, float]]
+    prompt: np.ndarray | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -136,11 +148,13 @@ class Steering:
 
     # -- applying -------------------------------------------------------------------------------
 
-    def buffer(self, active: dict[str, Active] | None = None) -> np.ndarray | None:
-        """The control-vector buffer for llama.cpp of the add-mode vectors in `active` (by
-        default the vectors now on), or None when none is in add mode."""
+    def buffer(
+        self, active: dict[str, Active] | None = None, mode: str = "add"
+    ) -> np.ndarray | None:
+        """The control-vector buffer for llama.cpp of the vectors in `active` (by default the
+        vectors now on) that are in `mode` ("add" or "prompt"), or None when there are none."""
         items = list((self.active if active is None else active).items())
-        parts = [(self.vectors[n], a.strength, a.layers) for n, a in items if a.mode == "add"]
+        parts = [(self.vectors[n], a.strength, a.layers) for n, a in items if a.mode == mode]
         if not parts:
             return None
         return compose(parts, self.model.n_layer, self.model.n_embd)
@@ -156,7 +170,7 @@ class Steering:
             for n, a in items
             if a.mode == "project"
         ]
-        return Control(self.buffer(dict(items)), adapters)
+        return Control(self.buffer(dict(items)), adapters, self.buffer(dict(items), "prompt"))
 
     def adapter(self, name: str, layers: tuple[int, int], targets: tuple[str, ...]) -> LoraAdapter:
         """The projection adapter of vector `name` on `layers` x `targets`, loaded into the
@@ -195,12 +209,14 @@ class Steering:
         name: str,
         strength: float | None,
         layers: tuple[int, int] | None,
-        mode: str = "add",
+        mode: str | None = "add",
         targets: tuple[str, ...] | None = None,
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
-        the mode (vectors/projection.py for project mode)."""
+        the mode (vectors/projection.py for project mode). A mode of None is the vector's
+        recommended one (prompt mode for a `--method replies` vector, else add)."""
         vec = self.vectors[name]
+        mode = mode or recommended_mode(vec)
         if mode == "project":
             rec = project_recommendation(vec, self.model.n_layer)
             strength = rec.strength if strength is None else strength

@@ -260,6 +260,8 @@ def steer_line(name: str, strength: float, how: Active) -> str:
     line = f"/steer {name} {strength:g} --layers {a}-{b}"
     if how.mode == "project":
         line += f" --mode project --targets {','.join(how.targets)}"
+    elif how.mode == "prompt":
+        line += " --mode prompt"
     return line
 
 
@@ -309,7 +311,8 @@ class SteeringRack(Widget, can_focus=True):
             pointer = "▸ " if mine and self.has_focus else "  "
             state = ("ON", "bold $success") if act else ("off", "$text-muted")
             shown = act or self.last.get(name)
-            mode = ("  ⊥ project", "$accent") if shown and shown.mode == "project" else ""
+            marks = {"project": "  ⊥ project", "prompt": "  ▹ prompt"}
+            mode = (marks[shown.mode], "$accent") if shown and shown.mode in marks else ""
             parts += [
                 "\n", (f"{pointer}{name[:16]:<17}", "bold" if mine else ""), state, mode, "\n"
             ]

@@ -208,6 +208,7 @@ class Sweep:
     def header(self) -> str:
         held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
         how = f" projected out of {'+'.join(self.targets)}" if self.mode == "project" else ""
+        how = " while reading the prompt" if self.mode == "prompt" else how
         return (
             f"sweep {self.vector}{how} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
             f"prompt: {self.prompt}"
@@ -220,6 +221,7 @@ class Sweep:
             return f"no strength stays fluent ({rule})"
         a, b = self.layers
         mode = f" --mode project{self._targets_option()}" if self.mode == "project" else ""
+        mode = " --mode prompt" if self.mode == "prompt" else mode
         return f"recommended: /steer {self.vector} {best:g}{mode} --layers {a}-{b} ({rule})"
 
     def _targets_option(self) -> str:

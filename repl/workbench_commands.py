@@ -13,7 +13,13 @@ from engine.chat import ContextFullError, EngineError
 from engine.lora import AdapterLoadError
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
-from repl.steering import MODES, loaded_names, parse_layers, vector_or_error
+from repl.steering import (
+    MODES,
+    loaded_names,
+    parse_layers,
+    recommended_mode,
+    vector_or_error,
+)
 from repl.workbench import compare, keep, sweep
 from vectors.lora import AdapterError, project_recommendation
 
@@ -98,7 +104,8 @@ def _strengths(raw: str) -> list[float]:
             "--mode",
             "choice",
             MODES,
-            help="add or project (default: the vector's mode if it is on, else add)",
+            help="add, project or prompt (default: the vector's mode if it is on, else its "
+            "recommended mode)",
         ),
     ),
     details="Each row shows the reply length, how much of it repeats (share of repeated "
@@ -111,7 +118,7 @@ def cmd_sweep(core: Core, args: dict[str, Any]) -> Outcome:
     strengths = _strengths(args["strengths"])
     prompt = args["prompt"]
     current = core.steering.active.get(vec.name)
-    mode = args["mode"] or (current.mode if current is not None else "add")
+    mode = args["mode"] or (current.mode if current is not None else recommended_mode(vec))
     targets = None
     if current is not None and current.mode == mode:
         layers, targets = current.layers, current.targets

@@ -1,0 +1,103 @@
+"""Prompt mode on the real default model: `/steer NAME S --mode prompt` adds the vector while
+the model reads the conversation and not while it writes its reply (engine/chat.py).
+
+Greedy, short generations, with the ready-made terse vector: what is tested is where the vector
+is added, not what it does to a topic (that is bench/efficacy_bench.py's scoreboard).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+
+import pytest
+
+from engine import ChatContext, Model, Sampling
+from repl.core import Core
+from tests.conftest import ROOT, STEER, user
+from vectors import bundled_path
+
+QUESTION = "How is paper made?"  # no build or calibration prompt holds it
+SHORT = Sampling(temperature=0.0, max_tokens=32)
+STRENGTH = 1.5
+
+
+@pytest.fixture
+def core(model: Model) -> Core:
+    ctx = ChatContext(model, n_ctx=2048)
+    chat = Core(model, ctx, SHORT)
+    chat.steering.load(str(bundled_path("terse")), "terse")
+    yield chat
+    ctx.close()
+
+
+def test_prompt_mode_steers_what_is_read_and_not_what_is_written(core: Core) -> None:
+    """The first token comes from the last prompt token, read under the vector in both modes,
+    so it is the same; after it, add mode keeps steering and prompt mode does not."""
+    steering, messages = core.steering, user(QUESTION)
+    plain = core.answer(messages, None, SHORT)
+    steering.activate("terse", STRENGTH, (9, 13), "prompt")
+    read = core.answer(messages, steering.control(), SHORT)
+    steering.activate("terse", STRENGTH, (9, 13), "add")
+    added = core.answer(messages, steering.control(), SHORT)
+    assert read.token_ids[0] == added.token_ids[0]
+    assert len({plain.text, read.text, added.text}) == 3
+    # the reply's tokens were not kept: the next turn reads them again under the vector
+    steering.activate("terse", STRENGTH, (9, 13), "prompt")
+    again = core.answer(messages, steering.control(), SHORT)
+    assert again.token_ids == read.token_ids
+    assert core.ctx.n_cached == len(core.model.chat_tokens(messages))
+
+
+def test_prompt_mode_in_a_conversation(core: Core) -> None:
+    """Two turns: each reply is recorded in prompt mode, the cache holds only what was read
+    (the second prompt, first reply included), and the steered reply is not the plain one."""
+    out = core.submit("/steer terse 1.5 --mode prompt")
+    assert not out.errors and "while reading the prompt" in out.info[0]
+    for text in (QUESTION, "And how is it recycled?"):
+        assert core.submit(text).generate
+        assert not core.generate().errors
+    assert core.turns[-1].steering == [
+        {"name": "terse", "strength": 1.5, "layers": [9, 13], "mode": "prompt"}
+    ]
+    assert "terse +1.5 @9-13 prompt" in core.status()["steering"]
+    steered = [t.reply.text for t in core.turns if t.role == "assistant"]
+    cached = core.ctx.n_cached
+    assert cached == len(core.model.chat_tokens(core.messages()[:-1]))
+    core.steering.active.clear()
+    assert core.answer(core.messages()[:1], None, SHORT).text != steered[0]
+
+
+def test_a_vector_that_recommends_prompt_mode_gets_it_from_plain_steer(core: Core) -> None:
+    vec = core.steering.vectors["terse"]
+    vec.meta["recommended_mode"] = "prompt"
+    assert not core.submit("/steer terse").errors
+    assert core.steering.active["terse"].mode == "prompt"
+    assert not core.submit("/steer terse 0.4 --mode add").errors
+    assert core.steering.active["terse"].mode == "add"
+    out = core.submit("/steer terse 1 --mode prompt --targets ffn_down")
+    assert len(out.errors) == 1 and out.errors[0].startswith("--targets goes with --mode project")
+
+
+def test_prompt_steering_is_recorded_and_replays(tmp_path) -> None:
+    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
+    session = tmp_path / "p.toml"
+    lines = f"/vector load terse\n/steer terse 1.5 --mode prompt\n{QUESTION}\nWhy?\n"
+    proc = subprocess.run(
+        [*STEER, "chat", "--jsonl", "--temperature", "0", "--max-tokens", "24",
+         "--session", str(session)],
+        input=lines, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    replies = [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "reply"]
+    assert [r["steering"][0]["mode"] for r in replies] == ["prompt", "prompt"]
+    doc = tomllib.loads(session.read_text("utf-8"))
+    assert doc["steering"][0]["mode"] == "prompt" and "targets" not in doc["steering"][0]
+    check = subprocess.run(
+        [*STEER, "replay", str(session), "--check"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"
