@@ -121,7 +121,7 @@ class ChatContext:
         self._lock = threading.Lock()
         self._one = (llama_cpp.llama_token * 1)()
         self._control: bytes | None = None  # the control-vector buffer in force
-        self._loras: tuple[tuple[int, float], ...] = ()  # (adapter handle, scale) in force
+        self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
 
     @property
     def steered(self) -> bool:

@@ -199,7 +199,7 @@ class Steering:
         targets: tuple[str, ...] | None = None,
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
-        the mode (vectors/projection.py for project mode)."""
+        the mode (vectors/lora.py project_recommendation for project mode)."""
         vec = self.vectors[name]
         if mode == "project":
             rec = project_recommendation(vec, self.model.n_layer)
