@@ -167,9 +167,10 @@ class Steering:
                 adapter = build_adapter(self.vectors[name], self.model.path, layers, targets)
                 save_adapter(adapter, path, {"model_sha256": self.model_sha256()})
         except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
             raise AdapterError(
-                f"could not build the projection adapter of {name!r} in {cache_dir()}: "
-                f"{exc.strerror or exc}"
+                f"could not build the projection adapter of {name!r}{where}: "
+                f"{exc.strerror or exc}; set STEER_CACHE_DIR to a writable folder"
             ) from None
         return self._adapters.load(path)
 
