@@ -126,7 +126,7 @@ class ChatContext:
         self._reading: np.ndarray | None = None
         self._writing: np.ndarray | None = None
         self._phase = "write"
-        self._loras: tuple[tuple[int, float], ...] = ()  # (adapter handle, scale) in force
+        self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
 
     @property
     def steered(self) -> bool:

@@ -181,9 +181,10 @@ class Steering:
                 adapter = build_adapter(self.vectors[name], self.model.path, layers, targets)
                 save_adapter(adapter, path, {"model_sha256": self.model_sha256()})
         except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
             raise AdapterError(
-                f"could not build the projection adapter of {name!r} in {cache_dir()}: "
-                f"{exc.strerror or exc}"
+                f"could not build the projection adapter of {name!r}{where}: "
+                f"{exc.strerror or exc}; set STEER_CACHE_DIR to a writable folder"
             ) from None
         return self._adapters.load(path)
 
@@ -213,7 +214,7 @@ class Steering:
         targets: tuple[str, ...] | None = None,
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
-        the mode (vectors/projection.py for project mode). A mode of None is the vector's
+        the mode (vectors/lora.py project_recommendation for project mode). A mode of None is the vector's
         recommended one (prompt mode for a `--method replies` vector, else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)

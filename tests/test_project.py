@@ -140,3 +140,15 @@ def test_show_tells_what_to_type_and_rack_keys_keep_the_mode(core: Core) -> None
     assert core.submit(steer_line("terse", 1.6, how)).changed
     assert core.steering.active["terse"] == Active(1.6, (9, 13), "project", ("attn_output",))
     assert steer_line("terse", 0.5, Active(0.5, (2, 6))) == "/steer terse 0.5 --layers 2-6"
+
+
+def test_an_unwritable_adapter_cache_is_one_line_and_changes_nothing(
+    core: Core, tmp_path, monkeypatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("STEER_CACHE_DIR", str(blocker / "cache"))
+    out = core.submit("/steer terse 1 --mode project --layers 9-12")
+    assert len(out.errors) == 1 and "\n" not in out.errors[0]
+    assert "could not build the projection adapter of 'terse'" in out.errors[0]
+    assert "STEER_CACHE_DIR" in out.errors[0] and not core.steering.active

@@ -67,7 +67,7 @@ def test_steer_applies_recommendations_adjusts_and_switches_off(steered_core: Co
         ("/steer terse 1 --layers 0-3", "layers must look like A-B with 1 <= A <= B <= 29"),
         ("/steer terse 1 --layers 5-2", "layers must look like A-B"),
         ("/steer terse 1 --layer 2-3", "unknown option --layer (did you mean --layers?)"),
-        ("/steer off 2", "/steer off takes no strength or layers"),
+        ("/steer off 2", "/steer off takes no strength, layers, mode or targets"),
         ("/steer terse off", "'terse' is not active"),
     ],
 )
@@ -193,7 +193,10 @@ def test_contrast_builds_a_vector_and_reports_separation(steered_core: Core) -> 
     assert progress[-1] == (8, 8)
     assert result.lines()[0] == "built vector 'quick' (pca, 4 pairs)"
     assert any("held-out effect size per block" in line for line in result.lines())
-    assert result.lines()[-1].startswith("apply it: /steer quick 1 --layers ")
+    assert result.lines()[-2].startswith("apply it: /steer quick 1 --layers ")
+    assert result.lines()[-1].startswith(
+        "or cancel it (project mode): /steer quick 1 --mode project --layers "
+    )
     vec = core.steering.vectors["quick"]
     assert vec.meta["method"] == "pca" and len(vec.meta["prompts"]) == 4
 
