@@ -108,6 +108,28 @@ def steer_contrast_wall(out: Path, env) -> float:
     return time.perf_counter() - t0
 
 
+class InProcess:
+    """/contrast's own time inside a running steer (the model loaded, the probe made once, as
+    in a chat): capture of the 48 prompts, the maths, no calibration."""
+
+    def __init__(self) -> None:
+        from engine import Model
+        from repl.steering import Steering, instruction_pairs
+
+        self.steering = Steering(Model())
+        self.steering.probe()
+        self.steering.model_sha256()
+        self.pairs = instruction_pairs(TERSE, VERBOSE, 24)
+
+    def __call__(self) -> float:
+        self.steering.vectors.pop("terse", None)
+        t0 = time.perf_counter()
+        self.steering.contrast(
+            "terse", self.pairs, method="mean", chat_format=True, last_k=1, provenance={}
+        )
+        return time.perf_counter() - t0
+
+
 # -- rounds ------------------------------------------------------------------------------------
 
 
@@ -120,19 +142,19 @@ def abba(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[fl
     return got
 
 
-def report(title: str, got: dict[str, list[float]], unit: str, ratio: tuple[str, str]) -> None:
+def report(title: str, got: dict[str, list[float]], unit: str, *ratios: tuple[str, str]) -> None:
     print(title)
     for name, values in got.items():
         print(
             f"  {name:34s}: {statistics.median(values):8.2f} {unit} (median; "
             f"min {min(values):.2f}, max {max(values):.2f})"
         )
-    a, b = ratio
-    paired = [x / y for x, y in zip(got[a], got[b], strict=True)]
-    print(
-        f"  ratio {a} / {b}: {statistics.median(paired):.3f} (median of {len(paired)} paired;"
-        f" min {min(paired):.3f}, max {max(paired):.3f})"
-    )
+    for a, b in ratios:
+        paired = [x / y for x, y in zip(got[a], got[b], strict=True)]
+        print(
+            f"  ratio {a} / {b}: {statistics.median(paired):.3f} (median of {len(paired)} "
+            f"paired; min {min(paired):.3f}, max {max(paired):.3f})"
+        )
 
 
 def main() -> None:
@@ -147,10 +169,11 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=("decode", "contrast"), help="run one comparison")
     args = parser.parse_args()
-    env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)
+    # for the arms in this process too: OpenMP reads it when llama.cpp is loaded, below
+    os.environ.pop("OMP_WAIT_POLICY", None)
     if args.omp_wait_policy:
-        env["OMP_WAIT_POLICY"] = args.omp_wait_policy
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    env = dict(os.environ)
     from engine.model import default_model_path
 
     model = default_model_path()
@@ -185,6 +208,7 @@ def main() -> None:
             pos.write_text("\n".join(esc[:24]) + "\n")
             neg.write_text("\n".join(esc[24:]) + "\n")
             files = (pos, neg, Path(tmp, "cvec.gguf"))
+            in_process = InProcess()
             got = abba(
                 {
                     "llama-cvector-generator (wall)": lambda: cvector_wall(
@@ -193,6 +217,7 @@ def main() -> None:
                     "steer vector build (wall)": lambda: steer_contrast_wall(
                         Path(tmp, "steer.gguf"), env
                     ),
+                    "steer /contrast (in process)": in_process,
                 },
                 args.rounds,
             )
