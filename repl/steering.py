@@ -174,7 +174,7 @@ class Steering:
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> SteeringVector:
-        """Capture both sides of every pair in one batched run and build the vector.
+        """Capture both sides of every pair (common prefixes evaluated once) and build the vector.
 
         `replies` (token ids per prompt: positives, then negatives) are replies the model
         wrote to the chat-formatted prompts; each prompt is then read over its reply's tokens
