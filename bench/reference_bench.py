@@ -169,6 +169,7 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=("decode", "contrast"), help="run one comparison")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is known
     # for the arms in this process too: OpenMP reads it when llama.cpp is loaded, below
     os.environ.pop("OMP_WAIT_POLICY", None)
     if args.omp_wait_policy:
