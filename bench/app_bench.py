@@ -3,7 +3,10 @@
 Each round answers the same greedy message (a story, `--tokens` long) in the plain REPL
 (writing to an in-memory stream) and in the app at 80x24 and at 160x48, in ABBA order, and
 compares the decode rates steer reports (tokens after the first / their time). The app's cost
-is what its UI thread (Markdown rendering of the streamed reply) takes from llama.cpp's threads.
+is what its UI thread (rendering the streamed reply; Textual's MarkdownStream re-parses only the
+last block) takes from llama.cpp's threads; the UI thread's CPU time per reply is printed too.
+--variants adds two alternatives measured against it: 10 updates a second instead of 30, and
+plain text while streaming with Markdown once the reply is done.
 Other processes on the machine add noise: read the spread, not only the median.
 Run with `.venv/bin/python bench/app_bench.py` (part of `make bench`).
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from textual.widgets import Markdown  # noqa: E402
+from textual.widgets import Static  # noqa: E402
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.app import ReplyDone, SteerApp, Token  # noqa: E402
@@ -53,22 +56,31 @@ def plain_rate(model: Model, tokens: int) -> float:
 UI_CPU: dict[str, list[float]] = {}
 
 
-class MarkdownStreamingApp(SteerApp):
-    """The app as it streamed before: the reply re-rendered as Markdown (Textual's
-    MarkdownStream) on every update, instead of plain text until it is done."""
+class SlowUpdateApp(SteerApp):
+    """The app with 10 updates a second of the streaming reply instead of 30."""
+
+    STREAM_INTERVAL = 1 / 10
+
+
+class PlainTextStreamingApp(SteerApp):
+    """The reply streamed as plain text (a Static re-rendered whole on every update) and
+    rendered as Markdown once it is done, instead of Textual's incremental MarkdownStream."""
 
     def start_reply(self) -> None:
-        self._md = Markdown("", classes="assistant")
-        self.query_one("#transcript").mount(self._md)
-        self._md_stream = Markdown.get_stream(self._md)
+        self._text: list[str] = []
+        self._plain = Static("", classes="assistant", markup=False)
         super().start_reply()
+        self.query_one("#transcript").mount(self._plain)
 
     async def on_token(self, message: Token) -> None:
-        message.prevent_default()  # not SteerApp's plain-text update
-        await self._md_stream.write(message.text)
+        message.prevent_default()  # not SteerApp's Markdown stream
+        self._text.append(message.text)
+        self._plain.update("".join(self._text))
 
     async def on_reply_done(self, message: ReplyDone) -> None:
-        await self._md_stream.stop()
+        await self._plain.remove()
+        if self._live is not None and message.outcome.reply is not None:
+            await self._live.update(message.outcome.reply.text)
 
 
 async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class) -> float:
@@ -91,7 +103,11 @@ async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class)
     return reply.tokens_per_s
 
 
-LABELS = {SteerApp: "app", MarkdownStreamingApp: "app, Markdown while streaming,"}
+LABELS = {
+    SteerApp: "app",
+    SlowUpdateApp: "app, 10 updates/s,",
+    PlainTextStreamingApp: "app, plain text while streaming,",
+}
 
 
 def app_rate(model: Model, tokens: int, size: tuple[int, int], app_class=SteerApp) -> float:
@@ -103,20 +119,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument(
-        "--markdown",
+        "--variants",
         action="store_true",
-        help="also run the app as it streamed before (Markdown re-rendered on every update)",
+        help="also run the app with 10 updates/s, and streaming plain text (Markdown at the end)",
     )
     args = parser.parse_args()
     model = Model()
     arms = {"plain REPL": lambda: plain_rate(model, args.tokens)}
     for w, h in SIZES:
         arms[f"app {w}x{h}"] = lambda w=w, h=h: app_rate(model, args.tokens, (w, h))
-    if args.markdown:
-        for w, h in SIZES:
-            arms[f"app, Markdown while streaming, {w}x{h}"] = lambda w=w, h=h: app_rate(
-                model, args.tokens, (w, h), MarkdownStreamingApp
-            )
+    if args.variants:
+        for cls in (SlowUpdateApp, PlainTextStreamingApp):
+            for w, h in SIZES:
+                arms[f"{LABELS[cls]} {w}x{h}"] = lambda w=w, h=h, cls=cls: app_rate(
+                    model, args.tokens, (w, h), cls
+                )
     got: dict[str, list[float]] = {name: [] for name in arms}
     names = list(arms)
     for i in range(args.rounds):

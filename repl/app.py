@@ -20,6 +20,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Markdown, OptionList, ProgressBar, Static, TextArea
+from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
 from repl.commands import Outcome
@@ -181,6 +182,8 @@ class SteerApp(App):
         Binding("ctrl+b", "toggle_rack", "Show/hide rack"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    # seconds between two updates of a streaming reply (bench/app_bench.py measures the cost)
+    STREAM_INTERVAL = 1 / 30
     # /compare puts its replies side by side only where both get a readable width
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -190,8 +193,8 @@ class SteerApp(App):
         self.greeting = greeting or []
         self.cancel = threading.Event()
         self.busy = False
-        self._live: Static | None = None  # the reply being written, as plain text
-        self._live_parts: list[str] = []
+        self._stream: MarkdownStream | None = None
+        self._live: Markdown | None = None
         self._completion_start = 0
         self._job_start = 0.0
         self._job_label = ""
@@ -360,36 +363,31 @@ class SteerApp(App):
     def start_reply(self) -> None:
         self.busy = True
         self.cancel.clear()
-        # Plain text while the reply streams, Markdown once it is done: re-parsing and laying
-        # out the Markdown of the whole reply on every update took the UI thread's CPU time
-        # from llama.cpp's threads (bench/app_bench.py measures both).
-        self._live = Static("", classes="assistant live", markup=False)
-        self._live_parts = []
+        self._live = Markdown("", classes="assistant")
         self.query_one("#transcript").mount(self._live)
+        self._stream = Markdown.get_stream(self._live)
         self.refresh_status(writing=True)
         self.generate_reply()
 
     @work(thread=True, exclusive=True, group="reply")
     def generate_reply(self) -> None:
-        batch = TokenBatcher(self.post_message)
+        batch = TokenBatcher(self.post_message, self.STREAM_INTERVAL)
         outcome = self.core.generate(batch.add, self.cancel)
         batch.flush()
         self.post_message(ReplyDone(outcome))
 
-    def on_token(self, message: Token) -> None:
-        if self._live is not None:
-            self._live_parts.append(message.text)
-            self._live.update("".join(self._live_parts))
+    async def on_token(self, message: Token) -> None:
+        if self._stream is not None:
+            await self._stream.write(message.text)
 
     async def on_reply_done(self, message: ReplyDone) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
         outcome = message.outcome
-        if self._live is not None:
-            if outcome.reply is not None:
-                await self.query_one("#transcript").mount(
-                    Markdown(outcome.reply.text, classes="assistant"), before=self._live
-                )
+        if outcome.reply is None and self._live is not None:
             await self._live.remove()
-        if outcome.reply is not None:
+        elif outcome.reply is not None:
             self.query_one("#transcript").mount(
                 Static(stats_line(outcome.reply), classes="stats", markup=False)
             )
