@@ -50,6 +50,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/steer_bench.py
 	$(BIN)/python bench/session_bench.py
 	$(BIN)/python bench/project_bench.py speed
+	$(BIN)/python bench/reference_bench.py
+	$(BIN)/python bench/app_bench.py
+	$(BIN)/python bench/omp_bench.py
 
 # the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~10 min)
 efficacy: $(STAMP)

@@ -7,6 +7,7 @@ noisy. Run with `make bench`.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -107,6 +108,8 @@ def ttft_over_turns(model: Model, turns: int, rounds: int) -> None:
     print(f"  turn {turns}                    : {tn * 1000:7.1f} ms")
     print(f"  ratio turn {turns}/turn 2       : {tn / t2:7.2f}")
     print(f"  turn {turns} without KV reuse   : {statistics.median(cold) * 1000:7.1f} ms")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of this process   : {peak:7.1f} MiB")
 
 
 def main() -> None:

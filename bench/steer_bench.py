@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
 from repl.steering import Steering, instruction_pairs  # noqa: E402
-from vectors import compose, neutral_prompts  # noqa: E402
+from vectors import compose  # noqa: E402
 
 TERSE = "Respond tersely, in one short sentence."
 VERBOSE = "Respond in great detail, at length."
@@ -46,24 +46,30 @@ def build_time(model: Model) -> Steering:
 
 
 def capture_throughput(model: Model, rounds: int) -> None:
+    """/contrast's 48 prompts (24 pairs) captured three ways, in ABBA order: shared prefixes
+    (the default), batched without sharing, and one whole prompt per decode."""
     probe = Probe(model)
-    prompts = [
-        model.chat_tokens([{"role": "user", "content": f"{q} {TERSE}"}])
-        for q in neutral_prompts()[:48]
-    ]
-    batched, single = [], []
+    pairs = instruction_pairs(TERSE, VERBOSE, 24)
+    texts = [p for p, _ in pairs] + [n for _, n in pairs]
+    prompts = [model.chat_tokens([{"role": "user", "content": t}]) for t in texts]
+    modes = {
+        "shared prefixes": {},
+        f"batched ({probe.n_batch}-token batches)": {"share": False},
+        "one prompt per decode": {"share": False, "batch": False},
+    }
+    got: dict[str, list[float]] = {name: [] for name in modes}
     for i in range(rounds):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        for batch in order:
+        for name in modes if i % 2 == 0 else reversed(modes):
             start = time.perf_counter()
-            probe.capture(prompts, batch=batch)
-            rate = len(prompts) / (time.perf_counter() - start)
-            (batched if batch else single).append(rate)
-    b, s = statistics.median(batched), statistics.median(single)
-    print(f"capture, 48 prompts (~{sum(map(len, prompts)) // 48} tokens each), median of {rounds}:")
-    print(f"  batched ({probe.n_batch}-token batches) : {b:6.2f} prompts/s")
-    print(f"  one prompt per decode         : {s:6.2f} prompts/s")
-    print(f"  batched / single              : {b / s:6.2f}")
+            probe.capture(prompts, **modes[name])
+            got[name].append(len(prompts) / (time.perf_counter() - start))
+    print(f"capture, /contrast's 48 prompts ({sum(map(len, prompts))} tokens), median of {rounds}:")
+    for name, rates in got.items():
+        print(f"  {name:30s}: {statistics.median(rates):6.2f} prompts/s")
+    single = got["one prompt per decode"]
+    for name in list(modes)[:2]:
+        paired = [a / b for a, b in zip(got[name], single, strict=True)]
+        print(f"  {name} / one per decode: {statistics.median(paired):6.2f} (median of paired)")
     probe.close()
 
 

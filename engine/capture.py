@@ -3,6 +3,12 @@
 Capture runs on a separate probe context made from the already loaded weights, and only the
 probe has an eval callback: chat decoding never pays a Python call per graph node. Several
 prompts go through one `llama_decode` as separate sequences.
+
+Prompts that begin alike (the chat template's system prompt; a pair's question, shared by its
+positive and negative prompt) share the work: the prompts form a prefix tree, each shared
+stretch is evaluated once, and its KV cells are copied to the branches (`llama_memory_seq_cp`)
+that then evaluate only their own suffixes (engine/prefix_tree.py). Prompt evaluation is compute
+bound on a CPU, so doing fewer tokens is the only way to be faster.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import llama_cpp
 import numpy as np
 
 from engine.model import Model
+from engine.prefix_tree import Node, Step, TooDeep, prefix_tree, schedule
 
 _ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
 _ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
@@ -101,15 +108,19 @@ class Probe:
         self._layers[int(name[6:])] = out
         return True
 
+    def _check_length(self, tokens: list[int], i: int | None = None) -> None:
+        if not tokens:
+            raise ValueError("an empty prompt cannot be captured")
+        if len(tokens) > self.n_batch:
+            which = "a prompt" if i is None else f"prompt {i}"
+            raise ValueError(f"{which} is {len(tokens)} tokens; the probe takes {self.n_batch}")
+
     def _groups(self, prompts: list[list[int]]) -> list[list[int]]:
         """Indices of prompts that fit together in one decode."""
         groups: list[list[int]] = [[]]
         used = 0
         for i, tokens in enumerate(prompts):
-            if len(tokens) > self.n_batch:
-                raise ValueError(
-                    f"prompt {i} is {len(tokens)} tokens; the probe takes {self.n_batch}"
-                )
+            self._check_length(tokens, i)
             if groups[-1] and (
                 used + len(tokens) > self.n_batch or len(groups[-1]) >= self.max_seqs
             ):
@@ -125,13 +136,17 @@ class Probe:
         *,
         last_k: int | list[int] = 1,
         batch: bool = True,
+        share: bool = True,
         on_progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> np.ndarray:
         """Activations (n_prompts, n_layer, n_embd): each block's output, averaged over each
         prompt's last `last_k` tokens (one number for all, or one per prompt: a reply written
-        after a prompt is averaged over just the reply). batch=False decodes one prompt at a
-        time (for comparing).
+        after a prompt is averaged over just the reply).
+
+        share=True evaluates common prefixes once (see the module's docstring); the averaged
+        tokens are always a prompt's own. share=False with batch=False decodes each whole
+        prompt alone (the reference the others are compared with in the tests).
         """
         if not prompts:
             return np.zeros((0, self.n_layer, self.n_embd), dtype=np.float32)
@@ -139,6 +154,18 @@ class Probe:
         if len(ks) != len(prompts):
             raise ValueError(f"{len(ks)} last_k values for {len(prompts)} prompts")
         out = np.zeros((len(prompts), self.n_layer, self.n_embd), dtype=np.float32)
+        if share and batch:
+            for tokens in prompts:
+                self._check_length(tokens)
+            fitted = [max(1, min(k, len(p))) for k, p in zip(ks, prompts, strict=True)]
+            try:
+                steps = schedule(prefix_tree(prompts, fitted), self.n_batch, self.max_seqs)
+            except TooDeep:  # prompts nested in each other more deeply than there are seqs
+                steps = None
+            if steps is not None:
+                with self._lock:
+                    self._capture_shared(steps, len(prompts), out, on_progress, cancel)
+                return out
         groups = self._groups(prompts) if batch else [[i] for i in range(len(prompts))]
         done = 0
         with self._lock:
@@ -178,6 +205,64 @@ class Probe:
         finally:
             llama_cpp.llama_batch_free(batch)
         self._collect(wanted, n_total, group, out)
+
+    def _capture_shared(self, steps: list[Step], total: int, out, on_progress, cancel) -> None:
+        """Walk the prompts' prefix tree in batches (engine/prefix_tree.schedule): each node's
+        stretch is decoded in its own sequence, after its parent's cells were copied into it."""
+        llama_cpp.llama_memory_clear(self._mem, True)
+        done = 0
+        try:
+            for step in steps:
+                if cancel is not None and cancel.is_set():
+                    raise CaptureCancelled("capture cancelled")
+                for src, dst in step.copies:
+                    llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+                self._decode_nodes(step.nodes, out)
+                for seq in step.frees:
+                    llama_cpp.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                finished = sum(len(n.prompts) for n in step.nodes)
+                if finished and on_progress is not None:
+                    done += finished
+                    on_progress(done, total)
+        finally:
+            llama_cpp.llama_memory_clear(self._mem, True)
+
+    def _decode_nodes(self, nodes: list[Node], out: np.ndarray) -> None:
+        """One llama_decode of several nodes' stretches; a leaf's last tokens are read out."""
+        n_total = sum(len(n.tokens) for n in nodes)
+        batch = llama_cpp.llama_batch_init(n_total, 0, 1)
+        wanted: list[tuple[int, int]] = []  # (batch row, index within `leaves`)
+        leaves: list[int] = []  # the prompt index each leaf of this batch stands for
+        try:
+            row = 0
+            for node in nodes:
+                first_out = len(node.tokens) - node.k if node.prompts else len(node.tokens)
+                if node.prompts:
+                    leaves.append(node.prompts[0])
+                for j, token in enumerate(node.tokens):
+                    batch.token[row] = token
+                    batch.pos[row] = node.start + j
+                    batch.n_seq_id[row] = 1
+                    batch.seq_id[row][0] = node.seq
+                    batch.logits[row] = j >= first_out
+                    if j >= first_out:
+                        wanted.append((row, len(leaves) - 1))
+                    row += 1
+            batch.n_tokens = n_total
+            self._layers = {}
+            rc = llama_cpp.llama_decode(self._ptr, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed with code {rc} during capture")
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        if not wanted:
+            return
+        part = np.zeros((len(leaves), self.n_layer, self.n_embd), dtype=np.float32)
+        self._collect(wanted, n_total, list(range(len(leaves))), part)
+        for node in nodes:
+            if node.prompts:
+                # identical prompts share a leaf; each gets its activations
+                out[node.prompts] = part[leaves.index(node.prompts[0])]
 
     def _collect(self, wanted, n_total, group, out) -> None:
         rows = np.array([r for r, _ in wanted])

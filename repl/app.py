@@ -182,6 +182,8 @@ class SteerApp(App):
         Binding("ctrl+b", "toggle_rack", "Show/hide rack"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
+    # seconds between two updates of a streaming reply (bench/app_bench.py measures the cost)
+    STREAM_INTERVAL = 1 / 30
     # /compare puts its replies side by side only where both get a readable width
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -369,7 +371,7 @@ class SteerApp(App):
 
     @work(thread=True, exclusive=True, group="reply")
     def generate_reply(self) -> None:
-        batch = TokenBatcher(self.post_message)
+        batch = TokenBatcher(self.post_message, self.STREAM_INTERVAL)
         outcome = self.core.generate(batch.add, self.cancel)
         batch.flush()
         self.post_message(ReplyDone(outcome))

@@ -214,8 +214,8 @@ class Steering:
         targets: tuple[str, ...] | None = None,
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
-        the mode (vectors/lora.py project_recommendation for project mode). A mode of None is the vector's
-        recommended one (prompt mode for a `--method replies` vector, else add)."""
+        the mode (vectors/lora.py project_recommendation for project mode). A mode of None is
+        the vector's recommended one (prompt mode for a `--method replies` vector, else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)
         if mode == "project":
@@ -293,7 +293,7 @@ class Steering:
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> SteeringVector:
-        """Capture both sides of every pair in one batched run and build the vector.
+        """Capture both sides of every pair (common prefixes evaluated once) and build the vector.
 
         `replies` (token ids per prompt: positives, then negatives) are replies the model
         wrote to the chat-formatted prompts; each prompt is then read over its reply's tokens

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 from dataclasses import replace
 
@@ -282,3 +284,21 @@ def test_a_greedy_regen_gives_the_reply_it_gave(model, question: str) -> None:
     finally:
         fresh.close()
     ctx.close()
+
+
+@pytest.mark.parametrize(("user_value", "expected"), [(None, "passive"), ("active", "active")])
+def test_openmp_threads_wait_passively_unless_told_otherwise(user_value, expected) -> None:
+    """OpenMP's spinning wait made decode 6-100x slower beside other busy processes
+    (bench/omp_bench.py); steer sets OMP_WAIT_POLICY=passive before llama.cpp loads, and keeps
+    a value the user set."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    code = (
+        "import engine, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'llama_cpp' in sys.modules)"
+    )
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert out == [expected, "True"]

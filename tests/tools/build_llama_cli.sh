@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Build llama.cpp's `llama-completion` CLI from exactly the llama.cpp source that
+# Build llama.cpp's own tools (TOOLS below: `llama-completion`, `llama-bench`,
+# `llama-cvector-generator`) from exactly the llama.cpp source that
 # llama-cpp-python $LLAMA_CPP_PYTHON_VERSION vendors, configured the way `pip install
 # llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION` configures it, so its numerics match the
 # Python bindings bit for bit. Used by the control-vector interop tests.
 #
 # Idempotent: the result is cached in ${XDG_CACHE_HOME:-$HOME/.cache}/steer/llama-cli-<version>/
-# and a second run only checks it. The last line on stdout is the binary's path; everything
+# and a second run only checks it. The last line on stdout is the path of the tool named as the
+# first argument (default llama-completion; the others sit in the same directory); everything
 # else (pip, cmake, compiler chatter) goes to stderr.
 #
+# llama-completion is for the control-vector interop tests; llama-bench and
+# llama-cvector-generator are the references bench/reference_bench.py compares steer with.
 # Why llama-completion: it is the smallest tool that takes the common arguments
 # (--control-vector-scaled, --control-vector-layer-range) and does a one-shot completion
 # (-no-cnv -n N). llama-cli is now a chat front end built on the server (LLAMA_BUILD_SERVER);
@@ -32,7 +36,16 @@ set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 JOBS=${STEER_LLAMA_CLI_JOBS:-2}
-TARGET=llama-completion
+# The tools built, all in one build tree. TARGET (the first) names the cache's STAMP, so a cache
+# made when only it was built keeps its stamp; a missing tool makes the whole set rebuild.
+TOOLS=(
+    llama-completion
+    llama-bench
+    llama-cvector-generator
+)
+TARGET=${TOOLS[0]}
+WANT=${1:-$TARGET}
+[[ " ${TOOLS[*]} " == *" $WANT "* ]] || { echo "build_llama_cli: unknown tool $WANT (one of: ${TOOLS[*]})" >&2; exit 2; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -56,13 +69,14 @@ case ${SOURCE_DATE_EPOCH+set} in set) stamp_text+=" SOURCE_DATE_EPOCH";; esac
 log() { printf '%s\n' "build_llama_cli: $*" >&2; }
 
 reuse() {
-    [[ -x $dest/$TARGET && -f $dest/STAMP ]] || return 1
-    [[ $(cat "$dest/STAMP") == "$stamp_text" ]] || return 1
+    [[ -f $dest/STAMP && $(cat "$dest/STAMP") == "$stamp_text" ]] || return 1
+    local tool
+    for tool in "${TOOLS[@]}"; do [[ -x $dest/$tool ]] || return 1; done
     "$dest/$TARGET" --version >/dev/null 2>&1 || return 1
 }
 
 if reuse; then
-    echo "$dest/$TARGET"
+    echo "$dest/$WANT"
     exit 0
 fi
 
@@ -70,7 +84,7 @@ mkdir -p "$cache_root"
 exec 9>"$cache_root/.llama-cli.lock"
 flock 9                      # another run may be building; wait for it, then look again
 if reuse; then
-    echo "$dest/$TARGET"
+    echo "$dest/$WANT"
     exit 0
 fi
 
@@ -100,9 +114,9 @@ generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi  # scikit-build-core's choice too
 log "configuring: ${CMAKE_OPTS[*]} ${extra[*]:-}"
 cmake -S "$src" -B "$work/build" "${generator[@]}" "${CMAKE_OPTS[@]}" "${extra[@]}" >&2
-log "building $TARGET with -j $JOBS"
+log "building ${TOOLS[*]} with -j $JOBS"
 t0=$(date +%s)
-cmake --build "$work/build" --target "$TARGET" -j "$JOBS" >&2
+cmake --build "$work/build" --target "${TOOLS[@]}" -j "$JOBS" >&2
 log "built in $(( $(date +%s) - t0 ))s"
 
 # -- compare the ggml configuration with the installed wheel's, when it can be found -----------
@@ -134,7 +148,9 @@ bin=$work/build/bin
 tmp=$dest.tmp.$$
 rm -rf "$tmp"
 mkdir -p "$tmp"
-cp -a "$bin/$TARGET" "$tmp/"
+for tool in "${TOOLS[@]}"; do
+    cp -a "$bin/$tool" "$tmp/"
+done
 for lib in "$bin"/lib*.so*; do
     cp -a "$lib" "$tmp/"
 done
@@ -148,4 +164,4 @@ if [[ ${STEER_KEEP_BUILD:-0} != 1 ]]; then
     rm -rf "$work"
     rmdir "$cache_root/build" 2>/dev/null || true
 fi
-echo "$dest/$TARGET"
+echo "$dest/$WANT"

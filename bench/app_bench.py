@@ -1,0 +1,162 @@
+"""The Textual app's decode speed against the plain REPL's, driven headless (App.run_test).
+
+Each round answers the same greedy message (a story, `--tokens` long) in the plain REPL
+(writing to an in-memory stream) and in the app at 80x24 and at 160x48, in ABBA order, and
+compares the decode rates steer reports (tokens after the first / their time). The app's cost
+is what its UI thread (rendering the streamed reply; Textual's MarkdownStream re-parses only the
+last block) takes from llama.cpp's threads; the UI thread's CPU time per reply is printed too.
+--variants adds two alternatives measured against it: 10 updates a second instead of 30, and
+plain text while streaming with Markdown once the reply is done.
+Other processes on the machine add noise: read the spread, not only the median.
+Run with `.venv/bin/python bench/app_bench.py` (part of `make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from textual.widgets import Static  # noqa: E402
+
+from engine import ChatContext, Model, Sampling  # noqa: E402
+from repl.app import ReplyDone, SteerApp, Token  # noqa: E402
+from repl.core import Core  # noqa: E402
+from repl.plain import PlainRepl  # noqa: E402
+
+STORY = "Write a long story about a dragon."
+SIZES = ((80, 24), (160, 48))
+
+
+def fresh_core(model: Model, tokens: int) -> Core:
+    core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0, max_tokens=tokens))
+    core.sampling = replace(core.sampling, max_tokens=tokens)
+    return core
+
+
+def plain_rate(model: Model, tokens: int) -> float:
+    core = fresh_core(model, tokens)
+    repl = PlainRepl(core, out=io.StringIO())
+    repl.handle(STORY)
+    reply = core.last_reply
+    assert reply is not None and reply.tokens == tokens, reply
+    core.ctx.close()
+    return reply.tokens_per_s
+
+
+UI_CPU: dict[str, list[float]] = {}
+
+
+class SlowUpdateApp(SteerApp):
+    """The app with 10 updates a second of the streaming reply instead of 30."""
+
+    STREAM_INTERVAL = 1 / 10
+
+
+class PlainTextStreamingApp(SteerApp):
+    """The reply streamed as plain text (a Static re-rendered whole on every update) and
+    rendered as Markdown once it is done, instead of Textual's incremental MarkdownStream."""
+
+    def start_reply(self) -> None:
+        self._text: list[str] = []
+        self._plain = Static("", classes="assistant", markup=False)
+        super().start_reply()
+        self.query_one("#transcript").mount(self._plain)
+
+    async def on_token(self, message: Token) -> None:
+        message.prevent_default()  # not SteerApp's Markdown stream
+        self._text.append(message.text)
+        self._plain.update("".join(self._text))
+
+    async def on_reply_done(self, message: ReplyDone) -> None:
+        await self._plain.remove()
+        if self._live is not None and message.outcome.reply is not None:
+            await self._live.update(message.outcome.reply.text)
+
+
+async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class) -> float:
+    """The reply's decode rate; the UI thread's CPU time while it streamed goes to UI_CPU
+    (the event loop of run_test is the app's UI thread)."""
+    core = fresh_core(model, tokens)
+    app = app_class(core)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press(*[{" ": "space"}.get(c, c) for c in STORY])
+        t0 = time.thread_time()
+        await pilot.press("enter")
+        while not (len(core.turns) == 2 and not app.busy):
+            await pilot.pause(0.05)
+        await pilot.pause()
+        label = f"{LABELS[app_class]} {size[0]}x{size[1]}"
+        UI_CPU.setdefault(label, []).append(time.thread_time() - t0)
+    reply = core.last_reply
+    assert reply is not None and reply.tokens == tokens, reply
+    core.ctx.close()
+    return reply.tokens_per_s
+
+
+LABELS = {
+    SteerApp: "app",
+    SlowUpdateApp: "app, 10 updates/s,",
+    PlainTextStreamingApp: "app, plain text while streaming,",
+}
+
+
+def app_rate(model: Model, tokens: int, size: tuple[int, int], app_class=SteerApp) -> float:
+    return asyncio.run(_app_rate(model, tokens, size, app_class))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also run the app with 10 updates/s, and streaming plain text (Markdown at the end)",
+    )
+    args = parser.parse_args()
+    model = Model()
+    arms = {"plain REPL": lambda: plain_rate(model, args.tokens)}
+    for w, h in SIZES:
+        arms[f"app {w}x{h}"] = lambda w=w, h=h: app_rate(model, args.tokens, (w, h))
+    if args.variants:
+        for cls in (SlowUpdateApp, PlainTextStreamingApp):
+            for w, h in SIZES:
+                arms[f"{LABELS[cls]} {w}x{h}"] = lambda w=w, h=h, cls=cls: app_rate(
+                    model, args.tokens, (w, h), cls
+                )
+    got: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for i in range(args.rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            got[name].append(arms[name]())
+    print(
+        f"decode in the app against the plain REPL, {args.tokens} tokens greedy, "
+        f"{args.rounds} ABBA rounds, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
+    for name, values in got.items():
+        print(
+            f"  {name:40s}: {statistics.median(values):7.1f} tok/s (median; "
+            f"min {min(values):.1f}, max {max(values):.1f})"
+        )
+    for name, values in UI_CPU.items():
+        print(f"  UI thread CPU, {name}: {statistics.median(values):.3f} s per reply (median)")
+    for name in names[1:]:
+        paired = [a / p for a, p in zip(got[name], got["plain REPL"], strict=True)]
+        print(
+            f"  ratio {name} / plain: {statistics.median(paired):.3f} (median of paired; "
+            f"min {min(paired):.3f}, max {max(paired):.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
