@@ -2,6 +2,7 @@
 
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling
 from engine.model import Model, ModelLoadError, default_model_path
+from engine.offload import Offload, OffloadError
 
 __all__ = [
     "ChatContext",
@@ -9,6 +10,8 @@ __all__ = [
     "EngineError",
     "Model",
     "ModelLoadError",
+    "Offload",
+    "OffloadError",
     "Reply",
     "Sampling",
     "default_model_path",

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build llama.cpp's `llama-completion` CLI from exactly the llama.cpp source that
-# llama-cpp-python $LLAMA_CPP_PYTHON_VERSION vendors, configured the way `pip install
-# llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION` configures it, so its numerics match the
-# Python bindings bit for bit. Used by the control-vector interop tests.
+# Build llama.cpp's own tools (the TARGETS below: `llama-completion`, `ggml-rpc-server`) from
+# exactly the llama.cpp source that llama-cpp-python $LLAMA_CPP_PYTHON_VERSION vendors,
+# configured the way `pip install llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION` configures it,
+# so their numerics match the Python bindings bit for bit. llama-completion is used by the
+# control-vector interop tests; ggml-rpc-server by `steer rpc-server` (docs/scaling.md).
 #
-# Idempotent: the result is cached in ${XDG_CACHE_HOME:-$HOME/.cache}/steer/llama-cli-<version>/
-# and a second run only checks it. The last line on stdout is the binary's path; everything
-# else (pip, cmake, compiler chatter) goes to stderr.
+# Idempotent: the result is cached in
+# ${XDG_CACHE_HOME:-$HOME/.cache}/steer/llama-cli-<version>-<hash of the configuration>/ (one
+# folder per configuration, so checkouts with different flags or targets never rebuild over each
+# other) and a second run only checks it. The last line on stdout is llama-completion's path
+# (the other tools sit next to it); everything else (pip, cmake, compiler chatter) goes to stderr.
 #
 # Why llama-completion: it is the smallest tool that takes the common arguments
 # (--control-vector-scaled, --control-vector-layer-range) and does a one-shot completion
@@ -32,12 +35,15 @@ set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 JOBS=${STEER_LLAMA_CLI_JOBS:-2}
-TARGET=llama-completion
+TARGET=llama-completion            # the one whose path is printed
+TARGETS=(                          # everything built and cached, one line each
+    llama-completion
+    ggml-rpc-server
+)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/steer
-dest=$cache_root/llama-cli-$LLAMA_CPP_PYTHON_VERSION
 work=$cache_root/build/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION
 sdist_dir=$cache_root/sdist
 
@@ -50,13 +56,15 @@ CMAKE_OPTS=(
 )
 # shellcheck disable=SC2206  # CMAKE_ARGS is a space-separated list, as scikit-build-core reads it
 extra=($(bash "$here/llama_cmake_args.sh"))  # $CMAKE_ARGS, else the flags the Makefile uses
-stamp_text="llama-cpp-python=$LLAMA_CPP_PYTHON_VERSION target=$TARGET opts=${CMAKE_OPTS[*]} ${extra[*]:-} cc=$("${CC:-cc}" --version 2>/dev/null | head -1 || true)"
+stamp_text="llama-cpp-python=$LLAMA_CPP_PYTHON_VERSION targets=${TARGETS[*]} opts=${CMAKE_OPTS[*]} ${extra[*]:-} cc=$("${CC:-cc}" --version 2>/dev/null | head -1 || true)"
 case ${SOURCE_DATE_EPOCH+set} in set) stamp_text+=" SOURCE_DATE_EPOCH";; esac
+dest=$cache_root/llama-cli-$LLAMA_CPP_PYTHON_VERSION-$(printf '%s' "$stamp_text" | sha256sum | cut -c1-12)
 
 log() { printf '%s\n' "build_llama_cli: $*" >&2; }
 
 reuse() {
-    [[ -x $dest/$TARGET && -f $dest/STAMP ]] || return 1
+    [[ -f $dest/STAMP ]] || return 1
+    for t in "${TARGETS[@]}"; do [[ -x $dest/$t ]] || return 1; done
     [[ $(cat "$dest/STAMP") == "$stamp_text" ]] || return 1
     "$dest/$TARGET" --version >/dev/null 2>&1 || return 1
 }
@@ -100,9 +108,9 @@ generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi  # scikit-build-core's choice too
 log "configuring: ${CMAKE_OPTS[*]} ${extra[*]:-}"
 cmake -S "$src" -B "$work/build" "${generator[@]}" "${CMAKE_OPTS[@]}" "${extra[@]}" >&2
-log "building $TARGET with -j $JOBS"
+log "building ${TARGETS[*]} with -j $JOBS"
 t0=$(date +%s)
-cmake --build "$work/build" --target "$TARGET" -j "$JOBS" >&2
+cmake --build "$work/build" --target "${TARGETS[@]}" -j "$JOBS" >&2
 log "built in $(( $(date +%s) - t0 ))s"
 
 # -- compare the ggml configuration with the installed wheel's, when it can be found -----------
@@ -134,7 +142,9 @@ bin=$work/build/bin
 tmp=$dest.tmp.$$
 rm -rf "$tmp"
 mkdir -p "$tmp"
-cp -a "$bin/$TARGET" "$tmp/"
+for t in "${TARGETS[@]}"; do
+    cp -a "$bin/$t" "$tmp/"
+done
 for lib in "$bin"/lib*.so*; do
     cp -a "$lib" "$tmp/"
 done
