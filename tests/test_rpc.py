@@ -91,14 +91,19 @@ def remote(servers) -> Iterator[Model]:
     model.close()  # before the server stops: ggml aborts on a lost connection
 
 
-def replies(model: Model, steering: Steering | None = None) -> list[str]:
+def replies(model: Model, steering: Steering | None = None, prompts=PROMPTS) -> list[str]:
     ctx = ChatContext(model, n_ctx=2048)
     try:
         if steering is not None:
             ctx.set_control(steering.buffer())
-        return [ctx.generate(user(p), GREEDY).text for p in PROMPTS]
+        return [ctx.generate(user(p), GREEDY).text for p in prompts]
     finally:
         ctx.close()
+
+
+@pytest.fixture(scope="module")
+def local_replies(model: Model) -> list[str]:
+    return replies(model)
 
 
 def test_every_layer_is_on_the_server(remote: Model) -> None:
@@ -106,119 +111,119 @@ def test_every_layer_is_on_the_server(remote: Model) -> None:
     assert remote.offloaded == f"offloaded {n}/{n} layers to GPU"
 
 
-def test_greedy_replies_over_rpc_are_the_local_ones(model: Model, remote: Model) -> None:
-    assert replies(remote) == replies(model)
+def test_greedy_replies_over_rpc_are_the_local_ones(remote: Model, local_replies) -> None:
+    assert replies(remote) == local_replies
 
 
-def test_a_vector_built_over_rpc_matches_and_steers_like_the_local_one(
-    model: Model, remote: Model, steering: Steering, terse
-) -> None:
-    over_rpc = Steering(remote)
-    over_rpc.contrast(
+def build(model: Model) -> Steering:
+    """The terse vector from 8 instruction pairs (16 prompts captured)."""
+    steering = Steering(model)
+    steering.contrast(
         "terse",
-        instruction_pairs(TERSE, VERBOSE, 24),
+        instruction_pairs(TERSE, VERBOSE, 8),
         method="mean",
         chat_format=True,
         last_k=1,
         provenance={"positive": TERSE, "negative": VERBOSE},
     )
+    steering.activate("terse", 0.6, (9, 13))
+    return steering
+
+
+def test_a_vector_built_over_rpc_matches_and_steers_like_the_local_one(
+    model: Model, remote: Model, local_replies
+) -> None:
+    here, there = build(model), build(remote)
     try:
-        built = over_rpc.vectors["terse"]
-        diff = np.linalg.norm(built.directions - terse.directions) / np.linalg.norm(
-            terse.directions
-        )
-        assert diff < VECTOR_TOLERANCE, diff
-        strength, layers = 0.5, (9, 13)
-        steering.activate("terse", strength, layers)
-        over_rpc.activate("terse", strength, layers)
-        local = replies(model, steering)
-        steered = replies(remote, over_rpc)
-        assert steered == local
-        assert local != replies(model)  # the vector did change the replies
+        a, b = here.vectors["terse"].directions, there.vectors["terse"].directions
+        diff = float(np.linalg.norm(b - a) / np.linalg.norm(a))
+        assert diff < VECTOR_TOLERANCE, diff  # the capture tolerance replay uses
+        steered = replies(model, here)
+        assert steered != local_replies  # the vector does change the replies
+        assert replies(remote, there) == steered
     finally:
-        steering.active.clear()
-        over_rpc.close()
+        here.close()
+        there.close()
 
 
-def test_some_layers_on_the_server_with_gpu_layers(model: Model, servers) -> None:
+def test_some_layers_on_the_server_with_gpu_layers(servers, local_replies) -> None:
     part = Model(offload=Offload(rpc=(servers[0].endpoint,), gpu_layers=10))
     try:
         assert part.offloaded == f"offloaded 10/{part.n_layer + 1} layers to GPU"
-        assert replies(part)[:1] == replies(model)[:1]
+        assert replies(part, prompts=PROMPTS[:1]) == local_replies[:1]
     finally:
         part.close()
 
 
-def test_steer_chat_split_over_two_servers(servers) -> None:
-    endpoints = f"{servers[1].endpoint},{servers[2].endpoint}"
-    args = ["--plain", "--no-session", "--temperature", "0", "--max-tokens", "48"]
-    local = subprocess.run(
-        [*STEER, "chat", *args],
-        input=PROMPTS[1] + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    over = subprocess.run(
-        [*STEER, "chat", *args, "--rpc", endpoints],
-        input=PROMPTS[1] + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert local.returncode == over.returncode == 0, over.stderr
-    assert over.stdout == local.stdout and over.stdout.strip()
-    assert f"on RPC servers {servers[1].endpoint}, {servers[2].endpoint}" in over.stderr
-
-
-def test_replay_check_over_rpc(servers) -> None:
-    """The sample session rebuilds its /contrast vector (capture over RPC, compared with the
-    stored one) and replays its steered replies, all through the server."""
-    proc = subprocess.run(
-        [
-            *STEER,
-            "replay",
-            str(ROOT / "sample_sessions" / "terse_midway.toml"),
-            "--check",
-            "--rpc",
-            servers[1].endpoint,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == "replay: 3 identical, 0 different"
-
-
-def test_vector_build_over_rpc(servers, tmp_path) -> None:
-    out = tmp_path / "terse.gguf"
-    proc = subprocess.run(
-        [
-            *STEER,
-            "vector",
-            "build",
-            "terse",
-            "--positive",
-            TERSE,
-            "--negative",
-            VERBOSE,
-            "--n",
-            "8",
-            "--no-calibrate",
-            "--out",
-            str(out),
-            "--rpc",
-            servers[2].endpoint,
-        ],
+def steer_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*STEER, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_WAIT_POLICY": "passive"},
+    )
+
+
+def test_steer_chat_split_over_two_servers(servers, local_replies) -> None:
+    endpoints = f"{servers[1].endpoint},{servers[2].endpoint}"
+    proc = subprocess.run(
+        [
+            *STEER,
+            "chat",
+            "--plain",
+            "--no-session",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            str(GREEDY.max_tokens),
+            "--ctx",
+            "2048",
+            "--rpc",
+            endpoints,
+        ],
+        input=PROMPTS[1] + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == local_replies[1].strip()
+    assert f"on RPC servers {servers[1].endpoint}, {servers[2].endpoint}" in proc.stderr
+
+
+def test_replay_check_over_rpc(servers) -> None:
+    proc = steer_cli(
+        "replay",
+        str(ROOT / "sample_sessions" / "plain_chat.toml"),
+        "--check",
+        "--rpc",
+        servers[1].endpoint,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith(" identical, 0 different")
+
+
+def test_vector_build_over_rpc(servers, tmp_path) -> None:
+    out = tmp_path / "terse.gguf"
+    proc = steer_cli(
+        "vector",
+        "build",
+        "terse",
+        "--positive",
+        TERSE,
+        "--negative",
+        VERBOSE,
+        "--n",
+        "2",
+        "--no-calibrate",
+        "--out",
+        str(out),
+        "--rpc",
+        servers[2].endpoint,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out.is_file()
