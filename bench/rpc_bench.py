@@ -1,11 +1,11 @@
 """Local against llama.cpp RPC on loopback: decode tokens/s, prompt time, capture time, and the
 bytes that cross the network per token (docs/scaling.md).
 
-One `steer rpc-server` is started here (and stopped, by PID). The contenders alternate ABBA in
+Two `steer rpc-server`s are started here (and stopped, by PID): one for the timings, one
+behind a byte-counting TCP proxy in this process for what crosses the network (an rpc-server
+serves one client at a time, so the two cannot share one). The contenders alternate ABBA in
 one run, so a neighbour's load falls on both alike; on a shared 2-core machine the server and
-the client also compete for the same cores, which a real second machine would not. Bytes on
-the wire are the server's own socket reads and writes (/proc/PID/io rchar and wchar: the
-server touches no files while serving).
+the client also compete for the same cores, which a real second machine would not.
 
     .venv/bin/python bench/rpc_bench.py [--rounds 3] [--tokens 64]
 """
@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,27 +63,54 @@ def start_server(threads: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("rpc-server did not start")
 
 
-def wire_bytes(pid: int) -> int:
-    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
-    return int(fields["rchar"]) + int(fields["wchar"])
+class CountingProxy:
+    """Forwards 127.0.0.1:port to an rpc-server and counts the bytes each way."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.partition(":")
+        self.target = (host, int(port))
+        self.up = self.down = 0  # client -> server, server -> client
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def total(self) -> int:
+        return self.up + self.down
+
+    def _serve(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.target)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._pipe, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, "down"), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, way: str) -> None:
+        try:
+            while data := src.recv(1 << 20):
+                setattr(self, way, getattr(self, way) + len(data))
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # pass the end on (close would not wake the other pipe)
+        except OSError:
+            pass
 
 
-def decode(model: Model, n: int, pid: int | None) -> tuple[float, float, float | None, str]:
-    """(decode tok/s, prompt+first token s, bytes per decoded token, text)."""
+def decode(model: Model, n: int, proxy: CountingProxy | None = None):
+    """(decode tok/s, prompt + first token s, bytes per decoded token, text)."""
     ctx = ChatContext(model, n_ctx=1024)
+    marks: list[int] = []
+
+    def on_token(_piece: str) -> None:  # from the first token on, the prompt is done
+        if proxy is not None and not marks:
+            marks.append(proxy.total)
+
     try:
-        # bytes from the first streamed token (the prompt is done) to the last
-        marks: list[int] = []
-
-        def on_token(_piece: str) -> None:
-            if pid and not marks:
-                marks.append(wire_bytes(pid))
-
         reply = ctx.generate(STORY, Sampling(temperature=0, max_tokens=n), on_token)
-        end = wire_bytes(pid) if pid else 0
     finally:
         ctx.close()
-    per_token = (end - marks[0]) / (reply.tokens - 1) if pid and marks else None
+    per_token = (proxy.total - marks[0]) / (reply.tokens - 1) if marks else None
     return reply.tokens_per_s, reply.ttft_s, per_token, reply.text
 
 
@@ -103,56 +131,57 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
-    server, endpoint = start_server(args.threads)
+    servers = [start_server(args.threads) for _ in range(2)]
     try:
-        b0 = wire_bytes(server.pid)
-        local = Model()
-        remote = Model(offload=Offload(rpc=(endpoint,)))
-        load_bytes = wire_bytes(server.pid) - b0
-        print(
-            f"model load over RPC: {load_bytes / 1e6:.1f} MB to the server "
-            f"({remote.offloaded}); weights file {local.path.stat().st_size / 1e6:.1f} MB"
-        )
-        rates: dict[str, list[float]] = {"local": [], "rpc": []}
-        ttfts: dict[str, list[float]] = {"local": [], "rpc": []}
-        caps: dict[str, list[float]] = {"local": [], "rpc": []}
-        per_token: list[float] = []
-        texts: dict[str, set[str]] = {"local": set(), "rpc": set()}
-        for _ in range(args.rounds):
-            for name in ("local", "rpc", "rpc", "local"):  # ABBA
-                model = local if name == "local" else remote
-                rate, ttft, bpt, text = decode(
-                    model, args.tokens, server.pid if name == "rpc" else None
-                )
-                rates[name].append(rate)
-                ttfts[name].append(ttft)
-                texts[name].add(text)
-                if bpt is not None:
-                    per_token.append(bpt)
-                caps[name].append(capture_seconds(model))
-        ratio = [r / lo for r, lo in zip(rates["rpc"], rates["local"], strict=True)]
-        print(
-            f"decode tok/s  local {statistics.median(rates['local']):.1f}  "
-            f"rpc {statistics.median(rates['rpc']):.1f}  "
-            f"(rpc/local median of paired ratios {statistics.median(ratio):.2f})"
-        )
-        print(
-            f"prompt + first token s  local {statistics.median(ttfts['local']):.3f}  "
-            f"rpc {statistics.median(ttfts['rpc']):.3f}"
-        )
-        print(
-            f"capture of {len(CAPTURE)} prompts s  local {statistics.median(caps['local']):.2f}  "
-            f"rpc {statistics.median(caps['rpc']):.2f}"
-        )
-        print(f"bytes on the wire per decoded token: {statistics.median(per_token) / 1e3:.1f} kB")
-        same = texts["local"] == texts["rpc"] and len(texts["local"]) == 1
-        print(f"greedy text identical local vs rpc: {same}")
-        remote.close()
-        local.close()
+        run(args, servers[0][1], CountingProxy(servers[1][1]))
     finally:
-        if server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-            server.wait(10)
+        for proc, _ in servers:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+
+
+def run(args: argparse.Namespace, endpoint: str, proxy: CountingProxy) -> None:
+    local = Model()
+    remote = Model(offload=Offload(rpc=(endpoint,)))
+    print(f"model {local.name}: {local.path.stat().st_size / 1e6:.1f} MB file, {remote.offloaded}")
+    # what crosses the network, through the proxy: the load, then per decoded token
+    for label, layers in (("all layers", None), ("blocks only, output layer local", local.n_layer)):
+        before = proxy.total
+        metered = Model(offload=Offload(rpc=(proxy.endpoint,), gpu_layers=layers))
+        loaded = proxy.total - before
+        _, _, per_token, text = decode(metered, args.tokens, proxy)
+        metered.close()
+        print(f"  {label}: load {loaded / 1e6:.1f} MB; per decoded token {per_token / 1e3:.1f} kB")
+    rates: dict[str, list[float]] = {"local": [], "rpc": []}
+    ttfts: dict[str, list[float]] = {"local": [], "rpc": []}
+    caps: dict[str, list[float]] = {"local": [], "rpc": []}
+    texts: dict[str, set[str]] = {"local": set(), "rpc": set()}
+    for _ in range(args.rounds):
+        for name in ("local", "rpc", "rpc", "local"):  # ABBA
+            model = local if name == "local" else remote
+            rate, ttft, _, text = decode(model, args.tokens)
+            rates[name].append(rate)
+            ttfts[name].append(ttft)
+            texts[name].add(text)
+            caps[name].append(capture_seconds(model))
+    ratio = [r / lo for r, lo in zip(rates["rpc"], rates["local"], strict=True)]
+    cap_ratio = [r / lo for r, lo in zip(caps["rpc"], caps["local"], strict=True)]
+    med = statistics.median
+    print(
+        f"decode tok/s ({args.tokens} tokens): local {med(rates['local']):.1f}, "
+        f"rpc {med(rates['rpc']):.1f}; rpc/local paired {med(ratio):.2f} "
+        f"(range {min(ratio):.2f}-{max(ratio):.2f}, {len(ratio)} pairs)"
+    )
+    print(f"prompt + first token s: local {med(ttfts['local']):.3f}, rpc {med(ttfts['rpc']):.3f}")
+    print(
+        f"capture of {len(CAPTURE)} prompts s: local {med(caps['local']):.2f}, "
+        f"rpc {med(caps['rpc']):.2f}; rpc/local paired {med(cap_ratio):.2f}"
+    )
+    same = texts["local"] == texts["rpc"] and len(texts["local"]) == 1
+    print(f"greedy text identical local vs rpc: {same}")
+    remote.close()
+    local.close()
 
 
 if __name__ == "__main__":
