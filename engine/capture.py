@@ -91,6 +91,8 @@ class Probe:
         self.max_seqs = max_seqs
         self._mem = llama_cpp.llama_get_memory(self._ptr)
         self._layers: dict[int, np.ndarray] = {}
+        self._n_total = 0  # tokens in the decode under way
+        self._runs: list[tuple[int, int]] = []  # its wanted rows, as [start, end) runs
         self._lock = threading.Lock()
 
     def _on_eval(self, tensor: int, ask: bool, _user: object) -> bool:
@@ -99,12 +101,25 @@ class Probe:
             return False
         if ask:
             return True
+        # The struct is host memory; its data may not be (a GPU, or an rpc-server on another
+        # machine): it is only ever read through ggml_backend_tensor_get, which copies it
+        # from whichever backend buffer holds it.
         head = _TensorHead.from_address(tensor)
         if head.type != GGML_TYPE_F32 or head.ne[0] != self.n_embd:
             return True
         rows = int(head.ne[1])
+        if head.nb[1] != 4 * self.n_embd:  # rows not packed: one flat copy would mix them;
+            return True  # not kept, so _collect says the block was not seen (never wrong data)
         out = np.empty((rows, self.n_embd), dtype=np.float32)
-        _ggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
+        if rows == self._n_total:  # every token's row: copy only the wanted ones (the rest
+            # stay unread; over RPC that is most of the bytes, see docs/scaling.md)
+            row_bytes = 4 * self.n_embd
+            for start, end in self._runs:
+                _ggml.ggml_backend_tensor_get(
+                    tensor, out[start].ctypes.data, start * row_bytes, (end - start) * row_bytes
+                )
+        else:  # the last block keeps only the output rows
+            _ggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
         self._layers[int(name[6:])] = out
         return True
 
@@ -199,6 +214,8 @@ class Probe:
             batch.n_tokens = n_total
             llama_cpp.llama_memory_clear(self._mem, True)
             self._layers = {}
+            self._n_total = n_total
+            self._runs = _runs([r for r, _ in wanted])
             rc = llama_cpp.llama_decode(self._ptr, batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc} during capture")
@@ -282,3 +299,14 @@ class Probe:
         if self._ptr:
             llama_cpp.llama_free(self._ptr)
             self._ptr = None
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as [start, end) runs of consecutive rows: one copy per run."""
+    runs: list[tuple[int, int]] = []
+    for row in sorted(rows):
+        if runs and runs[-1][1] == row:
+            runs[-1] = (runs[-1][0], row + 1)
+        else:
+            runs.append((row, row + 1))
+    return runs

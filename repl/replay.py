@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.chat import ChatContext, Sampling
 from engine.model import Model
+from engine.offload import LOCAL, Offload
 from repl.commands import UsageError
 from repl.core import Core, Turn
 from repl.paths import user_path
@@ -271,13 +272,16 @@ class Replayer:
             steering.active[item["name"]] = Active.from_record(item)
 
 
-def model_for(session: Session, model_path: str | None, allow_change: bool) -> tuple[Model, str]:
+def model_for(
+    session: Session, model_path: str | None, allow_change: bool, offload: Offload = LOCAL
+) -> tuple[Model, str]:
     """Load the model to replay with: --model, else the session's model found by sha256
-    (repl/model_lookup.py). A different file is a warning, and an error unless allowed."""
+    (repl/model_lookup.py). A different file is a warning, and an error unless allowed.
+    offload: where its layers run (--rpc, --gpu-layers)."""
     from repl.model_lookup import ModelNotFound, differs_warning, find_model
 
     if model_path:
-        model = Model(user_path(model_path))
+        model = Model(user_path(model_path), offload=offload)
         same = file_sha256(model.path) == session.model.sha256
         warning = "" if same else differs_warning(session.model, model.path)
     else:
@@ -285,7 +289,7 @@ def model_for(session: Session, model_path: str | None, allow_change: bool) -> t
             path, warning = find_model(session.model)
         except ModelNotFound as exc:
             raise ReplayError(str(exc)) from None
-        model = Model(path)
+        model = Model(path, offload=offload)
     if warning and not allow_change:
         warning += "; --check fails unless --allow-model-change"
     return model, warning

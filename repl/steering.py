@@ -280,6 +280,12 @@ class Steering:
             self._probe = Probe(self.model)
         return self._probe
 
+    def close(self) -> None:
+        """Free the probe context now (over RPC it holds buffers on the servers)."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
     def contrast(
         self,
         name: str,

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Build llama.cpp's own tools (TOOLS below: `llama-completion`, `llama-bench`,
-# `llama-cvector-generator`) from exactly the llama.cpp source that
+# Build llama.cpp's own tools (the TARGETS below: `llama-completion`, `ggml-rpc-server`,
+# `llama-bench`, `llama-cvector-generator`) from exactly the llama.cpp source that
 # llama-cpp-python $LLAMA_CPP_PYTHON_VERSION vendors, configured the way `pip install
-# llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION` configures it, so its numerics match the
-# Python bindings bit for bit. Used by the control-vector interop tests.
+# llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION` configures it, so their numerics match the Python
+# bindings bit for bit. llama-completion is used by the control-vector interop tests;
+# ggml-rpc-server by `steer rpc-server` (docs/scaling.md); llama-bench and
+# llama-cvector-generator are the references bench/reference_bench.py compares steer with.
 #
-# Idempotent: the result is cached in ${XDG_CACHE_HOME:-$HOME/.cache}/steer/llama-cli-<version>/
-# and a second run only checks it. The last line on stdout is the path of the tool named as the
-# first argument (default llama-completion; the others sit in the same directory); everything
+# Idempotent: the result is cached in
+# ${XDG_CACHE_HOME:-$HOME/.cache}/steer/llama-cli-<version>-<hash of the configuration>/ (one
+# folder per configuration, so checkouts with different flags or targets never rebuild over each
+# other) and a second run only checks it. The last line on stdout is llama-completion's path
+# (the other tools sit next to it), or that of the tool named as the first argument; everything
 # else (pip, cmake, compiler chatter) goes to stderr.
 #
-# llama-completion is for the control-vector interop tests; llama-bench and
-# llama-cvector-generator are the references bench/reference_bench.py compares steer with.
 # Why llama-completion: it is the smallest tool that takes the common arguments
 # (--control-vector-scaled, --control-vector-layer-range) and does a one-shot completion
 # (-no-cnv -n N). llama-cli is now a chat front end built on the server (LLAMA_BUILD_SERVER);
@@ -36,21 +38,19 @@ set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 JOBS=${STEER_LLAMA_CLI_JOBS:-2}
-# The tools built, all in one build tree. TARGET (the first) names the cache's STAMP, so a cache
-# made when only it was built keeps its stamp; a missing tool makes the whole set rebuild.
-TOOLS=(
+TARGET=llama-completion            # the one whose path is printed
+TARGETS=(                          # everything built and cached, one line each
     llama-completion
+    ggml-rpc-server
     llama-bench
     llama-cvector-generator
 )
-TARGET=${TOOLS[0]}
 WANT=${1:-$TARGET}
-[[ " ${TOOLS[*]} " == *" $WANT "* ]] || { echo "build_llama_cli: unknown tool $WANT (one of: ${TOOLS[*]})" >&2; exit 2; }
+[[ " ${TARGETS[*]} " == *" $WANT "* ]] || { echo "build_llama_cli: unknown tool $WANT (one of: ${TARGETS[*]})" >&2; exit 2; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/steer
-dest=$cache_root/llama-cli-$LLAMA_CPP_PYTHON_VERSION
 work=$cache_root/build/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION
 sdist_dir=$cache_root/sdist
 
@@ -63,15 +63,16 @@ CMAKE_OPTS=(
 )
 # shellcheck disable=SC2206  # CMAKE_ARGS is a space-separated list, as scikit-build-core reads it
 extra=($(bash "$here/llama_cmake_args.sh"))  # $CMAKE_ARGS, else the flags the Makefile uses
-stamp_text="llama-cpp-python=$LLAMA_CPP_PYTHON_VERSION target=$TARGET opts=${CMAKE_OPTS[*]} ${extra[*]:-} cc=$("${CC:-cc}" --version 2>/dev/null | head -1 || true)"
+stamp_text="llama-cpp-python=$LLAMA_CPP_PYTHON_VERSION targets=${TARGETS[*]} opts=${CMAKE_OPTS[*]} ${extra[*]:-} cc=$("${CC:-cc}" --version 2>/dev/null | head -1 || true)"
 case ${SOURCE_DATE_EPOCH+set} in set) stamp_text+=" SOURCE_DATE_EPOCH";; esac
+dest=$cache_root/llama-cli-$LLAMA_CPP_PYTHON_VERSION-$(printf '%s' "$stamp_text" | sha256sum | cut -c1-12)
 
 log() { printf '%s\n' "build_llama_cli: $*" >&2; }
 
 reuse() {
-    [[ -f $dest/STAMP && $(cat "$dest/STAMP") == "$stamp_text" ]] || return 1
-    local tool
-    for tool in "${TOOLS[@]}"; do [[ -x $dest/$tool ]] || return 1; done
+    [[ -f $dest/STAMP ]] || return 1
+    for t in "${TARGETS[@]}"; do [[ -x $dest/$t ]] || return 1; done
+    [[ $(cat "$dest/STAMP") == "$stamp_text" ]] || return 1
     "$dest/$TARGET" --version >/dev/null 2>&1 || return 1
 }
 
@@ -114,9 +115,9 @@ generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi  # scikit-build-core's choice too
 log "configuring: ${CMAKE_OPTS[*]} ${extra[*]:-}"
 cmake -S "$src" -B "$work/build" "${generator[@]}" "${CMAKE_OPTS[@]}" "${extra[@]}" >&2
-log "building ${TOOLS[*]} with -j $JOBS"
+log "building ${TARGETS[*]} with -j $JOBS"
 t0=$(date +%s)
-cmake --build "$work/build" --target "${TOOLS[@]}" -j "$JOBS" >&2
+cmake --build "$work/build" --target "${TARGETS[@]}" -j "$JOBS" >&2
 log "built in $(( $(date +%s) - t0 ))s"
 
 # -- compare the ggml configuration with the installed wheel's, when it can be found -----------
@@ -148,8 +149,8 @@ bin=$work/build/bin
 tmp=$dest.tmp.$$
 rm -rf "$tmp"
 mkdir -p "$tmp"
-for tool in "${TOOLS[@]}"; do
-    cp -a "$bin/$tool" "$tmp/"
+for t in "${TARGETS[@]}"; do
+    cp -a "$bin/$t" "$tmp/"
 done
 for lib in "$bin"/lib*.so*; do
     cp -a "$lib" "$tmp/"
