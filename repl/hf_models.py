@@ -55,7 +55,7 @@ def parse_ref(raw: str) -> HfRef:
     if not _REPO.fullmatch(repo) or ".." in repo or not re.fullmatch(r"[A-Za-z0-9_]*", quant):
         raise HfModelError(
             f"--model {raw!r}: expected hf:OWNER/REPO[:QUANT], e.g. "
-            "hf:ggml-org/gemma-3-270m-GGUF:Q8_0"
+            "hf:ggml-org/gemma-3-270m-it-GGUF:Q8_0"
         )
     return HfRef(repo, quant)
 
