@@ -183,7 +183,9 @@ def _resolve_online(ref: HfRef, cache: Path) -> Path | None:
     except ImportError:  # pragma: no cover - a dependency of steer
         return None
     try:
-        files = HfApi().list_repo_files(ref.repo)
+        # one request, not retried: an unreachable hub costs no back-off (list_repo_files
+        # retries five times, ~25 s) before the cache is used
+        files = [s.rfilename for s in HfApi().model_info(ref.repo).siblings or []]
     except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise HfModelError(f"{ref}: {type(exc).__name__} on the hub (private or gated?)") from None
     except (OfflineModeIsEnabled, HfHubHTTPError, OSError):

@@ -138,3 +138,93 @@ def test_a_hub_model_chats_records_its_reference_and_replays(
     gone = steer("replay", "--check", str(session), env=env)
     assert gone.returncode == 2 and gone.stderr.count("\n") == 1, gone.stderr
     assert f"hf:{REPO}:Q4_1 in the Hugging Face cache" in gone.stderr
+
+
+# ---- online: a stand-in hub on loopback ---------------------------------------------------------
+
+
+class FakeHub:
+    """The few endpoints huggingface_hub uses to list a repo and download a file, served on
+    127.0.0.1 (HF_ENDPOINT points there); every request is logged."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+        self.files = files
+        self.requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                hub.serve(self, body=False)
+
+            def do_GET(self) -> None:
+                hub.serve(self, body=True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def serve(self, handler, body: bool) -> None:
+        import json
+
+        self.requests.append(f"{handler.command} {handler.path}")
+        path = handler.path.split("?")[0]
+        headers: dict[str, str] = {}
+        prefix = f"/{REPO}/resolve/main/"
+        if path == f"/api/models/{REPO}":
+            siblings = [{"rfilename": name} for name in self.files]
+            info = {"id": REPO, "sha": COMMIT, "siblings": siblings}
+            data, headers = json.dumps(info).encode(), {"Content-Type": "application/json"}
+        elif path.startswith(prefix) and path[len(prefix) :] in self.files:
+            data = self.files[path[len(prefix) :]]
+            headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{sha(data)}"'}
+        else:
+            data = b""
+            handler.send_response(404)
+        if headers:
+            handler.send_response(200)
+        for key, value in {**headers, "Content-Length": str(len(data))}.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_online_it_downloads_into_the_cache_and_offline_it_asks_nothing(tmp_path: Path) -> None:
+    """The served "model" is a stub (a real one is 98 MB to serve): llama.cpp then refuses it,
+    and its one-line error names the file that was resolved, in the cache."""
+    stub = b"GGUF" + bytes(64)
+    hub = FakeHub({"README.md": b"hi", "mmproj-f16.gguf": b"GGUF", FILE: stub})
+    env = {**offline_env(tmp_path), "HF_ENDPOINT": hub.url}
+    del env["HF_HUB_OFFLINE"]
+    args = ["chat", "--plain", "--no-session", "--model", f"hf:{REPO}:Q4_1"]
+    cached = tmp_path / "hub" / ("models--" + REPO.replace("/", "--")) / "snapshots" / COMMIT
+    expected = f"error: llama.cpp could not load the model: {cached / FILE}\n"
+    try:
+        online = steer(*args, stdin="Hi\n", env=env)
+        assert online.stderr == expected
+        assert f"GET /{REPO}/resolve/main/{FILE}" in hub.requests  # downloaded: only that file
+        assert not any("mmproj" in r or "README" in r for r in hub.requests)
+        assert (cached / FILE).read_bytes() == stub
+        seen = len(hub.requests)
+        offline = steer(*args, stdin="Hi\n", env={**env, "HF_HUB_OFFLINE": "1"})
+        assert offline.stderr == expected
+        assert len(hub.requests) == seen  # HF_HUB_OFFLINE: not one request
+    finally:
+        hub.close()
+    # the hub gone (connection refused): the cached snapshot, as llama.cpp falls back to it
+    assert steer(*args, stdin="Hi\n", env=env).stderr == expected
