@@ -199,7 +199,7 @@ class Model:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The prompt for the next assistant turn, rendered by the model's own template."""
+        """The prompt for the next assistant turn, rendered by the chat template in use."""
         try:
             return self._render(messages)
         except Exception as exc:  # e.g. a template's raise_exception("roles must alternate")
