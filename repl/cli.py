@@ -113,9 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument(
         "--model",
-        metavar="PATH",
-        help="a GGUF chat model (default: the bundled SmolLM2-135M-Instruct)",
+        metavar="PATH|hf:OWNER/REPO[:QUANT]",
+        help="a GGUF chat model: a file, or a Hugging Face repo's GGUF (QUANT default Q4_K_M, "
+        "as llama.cpp's -hf; HF_HUB_OFFLINE=1 uses the local cache only) (default: the "
+        "bundled SmolLM2-135M-Instruct)",
     )
+    _template_option(chat)
     chat.add_argument("--system", metavar="TEXT", help="system prompt")
     chat.add_argument(
         "--temperature",
@@ -204,6 +207,14 @@ def _rpc_server_parser(sub) -> None:
         help="allow a --host other than loopback (unauthenticated: use a private network only)",
     )
     rpc.add_argument("--binary", metavar="PATH", help="the rpc-server binary to run")
+def _template_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        help="use this chat template instead of the model's own (needed for a model without "
+        "one): a llama.cpp built-in name (chatml, gemma, llama3, mistral-v7, phi4, ...) or a "
+        "Jinja file; a session records it",
+    )
 
 
 def _steer_override(raw: str) -> tuple[str, float]:
@@ -243,7 +254,11 @@ def _replay_parser(sub) -> None:
         action="store_true",
         help="with --check, accept a model file other than the recorded one",
     )
-    replay.add_argument("--model", metavar="PATH", help="the model to replay with")
+    replay.add_argument(
+        "--model",
+        metavar="PATH|hf:OWNER/REPO[:QUANT]",
+        help="the model to replay with (the chat template is the session's)",
+    )
     _offload_options(replay)
 
 
@@ -368,7 +383,12 @@ def _vector_parsers(sub) -> None:
         "--no-calibrate", action="store_true", help="skip measuring which strength stays fluent"
     )
     build.add_argument("--out", metavar="PATH", help="file or folder to save to")
-    build.add_argument("--model", metavar="PATH", help="GGUF model (default: the bundled one)")
+    build.add_argument(
+        "--model",
+        metavar="PATH|hf:OWNER/REPO[:QUANT]",
+        help="GGUF model (default: the bundled one)",
+    )
+    _template_option(build)
     _offload_options(build)
     show = vsub.add_parser("show", help="per-block chart and provenance of a vector file")
     show.add_argument("file", help="a control-vector .gguf file")
@@ -434,7 +454,7 @@ def _load(args: argparse.Namespace):
     from engine.model import Model
     from repl.core import Core
 
-    model = Model(_model_path(args), offload=offload_from(args))
+    model = Model(_model_path(args), _chat_template(args), offload=offload_from(args))
     say_offload(model)
     ctx = ChatContext(model, n_ctx=args.ctx, n_threads=args.threads)
     sampling = Sampling(
@@ -450,32 +470,61 @@ def _load(args: argparse.Namespace):
 def _model_path(args: argparse.Namespace):
     """--model; else, resuming a session, the model it was made with wherever it is on this
     machine (found by sha256); else the bundled default model (None)."""
-    from repl.paths import user_path
+    from repl.model_lookup import ModelNotFound, find_model, model_arg_path
 
     if args.model:
-        return user_path(args.model)
-    if not getattr(args, "session", None) or getattr(args, "no_session", False):
+        return model_arg_path(args.model)
+    session = _resumed_session(args)
+    if session is None:
         return None
-    from repl.model_lookup import ModelNotFound, find_model
+    try:
+        return find_model(session.model)[0]
+    except ModelNotFound:
+        return None  # attaching says that the model differs
+
+
+def _resumed_session(args: argparse.Namespace):
+    """The session `--session FILE` resumes, when it exists and loads (else None: attaching
+    says what is wrong with the file)."""
+    from repl.paths import user_path
     from repl.session_file import SessionFileError, load_session
 
+    if not getattr(args, "session", None) or getattr(args, "no_session", False):
+        return None
     session_path = user_path(args.session)
     if not session_path.is_file():
         return None
     try:
-        return find_model(load_session(session_path).model)[0]
-    except (SessionFileError, ModelNotFound):
-        return None  # attaching says what is wrong with the file, or that the model differs
+        return load_session(session_path)
+    except SessionFileError:
+        return None
+
+
+def _chat_template(args: argparse.Namespace):
+    """--chat-template; else, resuming a session, the template it was recorded with; else
+    None (the model's own)."""
+    from engine.templates import template_from_arg
+
+    if getattr(args, "chat_template", None):
+        return template_from_arg(args.chat_template)
+    session = _resumed_session(args)
+    if session is None:
+        return None
+    from repl.session import session_template
+
+    return session_template(session)
 
 
 def run_chat(args: argparse.Namespace) -> int:
     from engine.chat import EngineError
     from engine.model import ModelLoadError
+    from engine.templates import TemplateChoiceError
+    from repl.hf_models import HfModelError
     from repl.paths import PathError
 
     try:
         core = _load(args)
-    except (ModelLoadError, EngineError, PathError) as exc:
+    except (ModelLoadError, EngineError, PathError, TemplateChoiceError, HfModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -5,8 +5,12 @@ package that ships it, never by a path inside one checkout's virtualenv: a sessi
 must resume and replay on a machine where steer lives elsewhere. A path is kept only for a
 user's own model file, written "~/..." under the home folder.
 
-On load the model is looked for by sha256: the recorded path, the package that bundles it,
-the bundled default model, and the user's model folders (<data dir>/models and the folders in
+A model taken from the Hugging Face cache (`--model hf:OWNER/REPO[:QUANT]`, or a path inside
+that cache) is recorded by its hub reference (`hf`), never by the cache path.
+
+On load the model is looked for by sha256: the recorded path, the hub reference (resolved
+through the Hugging Face cache, repl/hf_models.py), the package that bundles it, the bundled
+default model, and the user's model folders (<data dir>/models and the folders in
 STEER_MODEL_PATH). `--model PATH` overrides all of them.
 """
 
@@ -18,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.model import DEFAULT_MODEL_PACKAGE, ModelLoadError, default_model_path
+from repl import hf_models
 from repl.paths import data_dir, user_path
 from repl.session_data import ModelInfo
 from repl.steering import file_sha256
@@ -29,6 +34,14 @@ class ModelNotFound(Exception):
     """No file on this machine is the session's model; the message is one line."""
 
 
+def model_arg_path(raw: str) -> Path:
+    """The file a --model value means: a path, or a hub reference hf:OWNER/REPO[:QUANT]
+    resolved through the Hugging Face cache (raises HfModelError, PathError: one line)."""
+    if hf_models.is_hf_ref(raw):
+        return hf_models.resolve(raw)
+    return user_path(raw)
+
+
 def describe_model(path: Path, name: str, sha256: str) -> ModelInfo:
     """What a session records of the model file at `path`."""
     path = Path(path)
@@ -38,6 +51,9 @@ def describe_model(path: Path, name: str, sha256: str) -> ModelInfo:
         bundled = False
     if bundled:
         return ModelInfo(None, name, sha256, file=path.name, package=DEFAULT_MODEL_PACKAGE)
+    hub = hf_models.describe(path)
+    if hub is not None:
+        return ModelInfo(None, name, sha256, file=path.name, hf=hub[0])
     return ModelInfo(_portable(path), name, sha256, file=path.name)
 
 
@@ -95,6 +111,10 @@ def _candidates(info: ModelInfo) -> Iterator[tuple[Path, bool]]:
     recorded = _or_none(lambda: user_path(info.path)) if info.path else None
     if recorded is not None:
         yield recorded, True
+    if info.hf:
+        hub = _or_none(lambda: hf_models.resolve(info.hf))
+        if hub is not None:
+            yield hub, True
     if info.package and info.file and _plain_name(info.file):
         folder = _package_folder(info.package)
         if folder is not None:
@@ -111,7 +131,7 @@ def _candidates(info: ModelInfo) -> Iterator[tuple[Path, bool]]:
 def _or_none(find: Callable[[], Path]) -> Path | None:
     try:
         return find()
-    except (ValueError, ModelLoadError):
+    except (ValueError, ModelLoadError, hf_models.HfModelError, OSError):
         return None
 
 
@@ -135,6 +155,8 @@ def _where_looked(info: ModelInfo) -> str:
     places = []
     if info.path:
         places.append(info.path)
+    if info.hf:
+        places.append(f"{info.hf} in the Hugging Face cache")
     if info.package:
         places.append(f"package {info.package}")
     places.append("the bundled model")

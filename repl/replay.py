@@ -20,7 +20,6 @@ from engine.model import Model
 from engine.offload import LOCAL, Offload
 from repl.commands import UsageError
 from repl.core import Core, Turn
-from repl.paths import user_path
 from repl.session import sampling_from
 from repl.session_file import Event, Session, SessionFileError
 from repl.session_paths import resolve_vector_path
@@ -276,12 +275,19 @@ def model_for(
     session: Session, model_path: str | None, allow_change: bool, offload: Offload = LOCAL
 ) -> tuple[Model, str]:
     """Load the model to replay with: --model, else the session's model found by sha256
-    (repl/model_lookup.py). A different file is a warning, and an error unless allowed.
-    offload: where its layers run (--rpc, --gpu-layers)."""
-    from repl.model_lookup import ModelNotFound, differs_warning, find_model
+    (repl/model_lookup.py), with the session's chat template. A different file is a
+    warning, and an error unless allowed. offload: where its layers run (--rpc, --gpu-layers)."""
+    from repl.hf_models import HfModelError
+    from repl.model_lookup import ModelNotFound, differs_warning, find_model, model_arg_path
+    from repl.session import session_template
 
+    template = session_template(session)
     if model_path:
-        model = Model(user_path(model_path), offload=offload)
+        try:
+            path = model_arg_path(model_path)
+        except HfModelError as exc:
+            raise ReplayError(str(exc)) from None
+        model = Model(path, template, offload=offload)
         same = file_sha256(model.path) == session.model.sha256
         warning = "" if same else differs_warning(session.model, model.path)
     else:
@@ -289,7 +295,7 @@ def model_for(
             path, warning = find_model(session.model)
         except ModelNotFound as exc:
             raise ReplayError(str(exc)) from None
-        model = Model(path, offload=offload)
+        model = Model(path, template, offload=offload)
     if warning and not allow_change:
         warning += "; --check fails unless --allow-model-change"
     return model, warning

@@ -15,7 +15,6 @@ from repl.core import Core, Turn, pop_last_exchange
 from repl.model_lookup import describe_model
 from repl.paths import data_dir, user_path
 from repl.session_file import (
-    FORMAT_VERSION,
     Event,
     Session,
     VectorRef,
@@ -118,7 +117,6 @@ class Recorder:
         core = self.core
         model = describe_model(core.model.path, core.model.name, core.steering.model_sha256())
         return Session(
-            version=FORMAT_VERSION,
             created=self.created,
             updated=now(),
             model=model,
@@ -127,6 +125,7 @@ class Recorder:
             vectors=[self._vector_ref(name) for name in sorted(core.steering.vectors)],
             steering=core.steering.describe(),
             events=list(self.events),
+            chat_template=template_record(core.model),
             extra=self.extra,
         )
 
@@ -164,6 +163,39 @@ class Recorder:
         self.lock.release()
 
 
+def template_record(model) -> dict | None:
+    """What a session records of the chat template chosen instead of the model's own."""
+    chosen = getattr(model, "template_override", None)
+    if chosen is None:
+        return None
+    if chosen.name:
+        return {"name": chosen.name}
+    return {k: v for k, v in (("jinja", chosen.jinja), ("file", chosen.file)) if v is not None}
+
+
+def session_template(session: Session):
+    """The ChatTemplate a session was recorded with (None: the model's own)."""
+    from engine.templates import ChatTemplate
+
+    table = session.chat_template
+    if not table:
+        return None
+    return ChatTemplate(name=table.get("name"), jinja=table.get("jinja"), file=table.get("file"))
+
+
+def template_warning(session: Session, model) -> str:
+    """A warning when the session was recorded under another chat template ("" if not)."""
+    used = template_record(model)
+    recorded = {k: v for k, v in (session.chat_template or {}).items() if k != "file"}
+    if recorded == {k: v for k, v in (used or {}).items() if k != "file"}:
+        return ""
+    return (
+        "this session was made with another chat template than the one in use now "
+        f"({_template_name(session.chat_template)} against {_template_name(used)}); "
+        "replies may differ"
+    )
+
+
 def restore(core: Core, session: Session, path: Path) -> list[str]:
     """Put a session's state into a fresh Core; returns warnings to show the user."""
     warnings = []
@@ -172,6 +204,9 @@ def restore(core: Core, session: Session, path: Path) -> list[str]:
             f"this session was made with another model file ({session.model.name}, "
             f"sha256 {session.model.sha256[:12]}…); replies may differ"
         )
+    differs = template_warning(session, core.model)
+    if differs:
+        warnings.append(differs)
     core.sampling = sampling_from(session.sampling)
     core.system = session.system or None
     for ref in session.vectors:
@@ -181,6 +216,12 @@ def restore(core: Core, session: Session, path: Path) -> list[str]:
         core.steering.active[item["name"]] = Active.from_record(item)
     core.turns = turns_from_events(session.events)
     return warnings
+
+
+def _template_name(table: dict | None) -> str:
+    if not table:
+        return "the model's own"
+    return table.get("name") or f"Jinja file {table.get('file', '(inline)')}"
 
 
 def sampling_from(table: dict) -> Sampling:

@@ -139,6 +139,7 @@ def cmd_session_list(core: Core, args: dict[str, Any]) -> Outcome:
 )
 def cmd_replay(core: Core, args: dict[str, Any]) -> Outcome:
     from repl.replay import Replayer, ReplayError
+    from repl.session import template_warning
     from repl.session_file import load_session
 
     path = args["path"]
@@ -154,6 +155,9 @@ def cmd_replay(core: Core, args: dict[str, Any]) -> Outcome:
             lines.append(
                 "warning: the session was made with another model file; replies may differ"
             )
+        differs = template_warning(session, core.model)
+        if differs:
+            lines.append(f"warning: {differs}")
 
         def on_turn(turn) -> None:
             lines.append(

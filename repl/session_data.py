@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-FORMAT_VERSION = 2  # 2: the model is found by sha256, file name and package; path optional
+FORMAT_VERSION = 3  # the newest version this steer reads (see docs/session-format.md)
+# 2: the model is found by sha256, file name and package; path optional.
+# 3: a [chat_template] chosen instead of the model's own. Written only by sessions that have
+#    one (older steers would replay them with the wrong template); others are still 2.
+BASE_VERSION = 2
 EVENT_KINDS = ("user", "assistant", "command")
 FINISH_REASONS = ("stop", "length", "interrupted", "context_full")
 ASSISTANT_ONLY = (
@@ -43,6 +47,7 @@ class ModelInfo:
     sha256: str
     file: str | None = None  # the file's name, looked for in the user's model folders
     package: str | None = None  # the Python package that bundles it (the default model)
+    hf: str | None = None  # a Hugging Face reference, "hf:OWNER/REPO[:QUANT]" (repl/hf_models.py)
     extra: dict = field(default_factory=dict)  # unknown keys, written back unchanged
 
 
@@ -91,7 +96,10 @@ class Session:
     vectors: list[VectorRef] = field(default_factory=list)
     steering: list[dict] = field(default_factory=list)  # the steering active now
     events: list[Event] = field(default_factory=list)
-    version: int = FORMAT_VERSION
+    # the chat template chosen instead of the model's own: {"name": built-in} or
+    # {"jinja": text, "file": its file name}; None = the model's own template
+    chat_template: dict | None = None
+    version: int = BASE_VERSION
     created: str = field(default_factory=utc_now)
     updated: str = field(default_factory=utc_now)
     extra: dict = field(default_factory=dict)  # unknown top-level keys, kept and written back

@@ -79,7 +79,8 @@ _TOML_POSITION = re.compile(r"^(?P<reason>.*?)\s*\(at line (?P<line>\d+), column
 def to_toml(session: Session) -> str:
     """The session as TOML text. TOML has no null, so None values are left out."""
     doc: dict[str, Any] = {
-        "format_version": session.version,
+        # a chosen chat template needs a steer that knows it (version 3)
+        "format_version": max(session.version, 3) if session.chat_template else session.version,
         "created": session.created,
         "updated": session.updated,
         "system": session.system,
@@ -91,6 +92,7 @@ def to_toml(session: Session) -> str:
                 "name": model.name,
                 "file": model.file,
                 "package": model.package,
+                "hf": model.hf,
                 "path": model.path,
                 "sha256": model.sha256,
             }
@@ -98,6 +100,8 @@ def to_toml(session: Session) -> str:
         model.extra,
         "model",
     )
+    if session.chat_template:
+        doc["chat_template"] = _drop_none(dict(session.chat_template))
     doc["sampling"] = _drop_none(session.sampling)
     doc["vectors"] = [
         _with_extra({"name": v.name, "path": v.path, "sha256": v.sha256}, v.extra, "vectors[]")

@@ -163,6 +163,7 @@ _TOP_KEYS = (
     "vectors",
     "steering",
     "events",
+    "chat_template",
 )
 
 
@@ -181,6 +182,7 @@ def _session(f: _Fields, doc: dict) -> Session:
         vectors=vectors,
         steering=steering,
         events=f.get(doc, "events", "", lambda n, v: _events(f, n, v), []),
+        chat_template=f.get(doc, "chat_template", "", lambda n, v: _template(f, n, v), None),
         extra=_extra(doc, _TOP_KEYS),
     )
 
@@ -197,7 +199,7 @@ def _version(f: _Fields, doc: dict) -> int:
     return version
 
 
-_MODEL_KEYS = ("path", "name", "sha256", "file", "package")
+_MODEL_KEYS = ("path", "name", "sha256", "file", "package", "hf")
 
 
 def _model(f: _Fields, name: str, value: object, version: int) -> ModelInfo:
@@ -210,11 +212,24 @@ def _model(f: _Fields, name: str, value: object, version: int) -> ModelInfo:
         sha256=f.get(table, "sha256", "model.", f.sha256),
         file=f.get(table, "file", "model.", f.word, None),
         package=f.get(table, "package", "model.", f.word, None),
+        hf=f.get(table, "hf", "model.", f.word, None),
         extra=_extra(table, _MODEL_KEYS),
     )
-    if not (info.path or info.file or info.package):
+    if not (info.path or info.file or info.package or info.hf):
         f.fail("model needs a path, file or package to be found by", f"add one ({FORMAT_DOC})")
     return info
+
+
+def _template(f: _Fields, name: str, value: object) -> dict:
+    """A built-in template's `name`, or a Jinja template's text (`jinja`, `file`): one of."""
+    table = f.table(name, value)
+    out = dict(table)  # unknown keys stay
+    out["name"] = f.get(table, "name", f"{name}.", f.word, None)
+    out["jinja"] = f.get(table, "jinja", f"{name}.", f.string, None)
+    out["file"] = f.get(table, "file", f"{name}.", f.word, None)
+    if (out["name"] is None) == (out["jinja"] is None):
+        f.fail(f"{name} needs exactly one of name (a built-in template) and jinja (its text)")
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _sampling(f: _Fields, name: str, value: object) -> dict:

@@ -42,6 +42,34 @@ def model() -> Model:
     return Model()
 
 
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """Gemma 3 270M (the second architecture), assembled into the user cache once."""
+    from tests.tools.gemma_model import ensure
+
+    return ensure()
+
+
+@pytest.fixture(scope="session")
+def gemma(gemma_path: Path) -> Model:
+    """Gemma 3 270M with llama.cpp's `gemma` template (a base model: it has none), loaded
+    once per test run."""
+    from engine.templates import ChatTemplate
+
+    return Model(gemma_path, ChatTemplate(name="gemma"))
+
+
+@pytest.fixture(scope="session")
+def llama_completion() -> str:
+    """llama.cpp's own CLI, built from the vendored source (tests/tools/build_llama_cli.sh)."""
+    import subprocess
+
+    script = ROOT / "tests" / "tools" / "build_llama_cli.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture
 def ctx(model: Model) -> ChatContext:
     context = ChatContext(model, n_ctx=2048)

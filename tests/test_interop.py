@@ -12,18 +12,10 @@ import pytest
 
 from engine import ChatContext, Model, Sampling
 from repl.core import Core
-from tests.conftest import ROOT, user
+from tests.conftest import user
 from vectors import bundled_path, compose, save_vector
 
 END = " [end of text]\n"
-
-
-@pytest.fixture(scope="session")
-def llama_completion() -> str:
-    script = ROOT / "tests" / "tools" / "build_llama_cli.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def run_cli(binary: str, model: Model, prompt: str, n: int, extra: list[str]) -> str:

@@ -538,11 +538,51 @@ def test_a_10_mb_file_of_nonsense_is_one_error(tmp_path: Path) -> None:
 
 def test_a_newer_format_version(tmp_path: Path) -> None:
     path = write(
-        tmp_path, to_toml(make_session()).replace("format_version = 2", "format_version = 3")
+        tmp_path, to_toml(make_session()).replace("format_version = 2", "format_version = 4")
     )
     message = error_of(load_session, path)
-    assert "made by a newer steer: version 3, this steer reads 2" in message
+    assert "made by a newer steer: version 4, this steer reads 3" in message
     assert str(path) in message
+
+
+@pytest.mark.parametrize(
+    "template", [{"name": "gemma"}, {"jinja": "{{ messages }}\n", "file": "t.jinja"}]
+)
+def test_a_chosen_chat_template_round_trips_as_version_3(tmp_path: Path, template) -> None:
+    """Only a session with a chosen template is version 3 (a steer reading 2 would replay it
+    with the model's own template); every other session stays version 2."""
+    session = make_session(chat_template=template)
+    text = to_toml(session)
+    assert tomllib.loads(text)["format_version"] == 3
+    assert tomllib.loads(text)["chat_template"] == template
+    path = tmp_path / "t.toml"
+    save_session(session, path)
+    loaded = load_session(path)
+    assert loaded.chat_template == template and loaded.version == 3
+    assert tomllib.loads(to_toml(make_session()))["format_version"] == 2
+    assert load_session(write(tmp_path, to_toml(make_session()), "v2.toml")).chat_template is None
+
+
+@pytest.mark.parametrize(
+    "table, expected",
+    [
+        ('name = "gemma"\njinja = "x"', "needs exactly one of name"),
+        ('file = "t.jinja"', "needs exactly one of name"),
+        ("name = 3", "chat_template.name must be a string, got integer"),
+        ('jinja = ["x"]', "chat_template.jinja must be a string, got array"),
+    ],
+)
+def test_a_bad_chat_template_is_one_line(tmp_path: Path, table: str, expected: str) -> None:
+    text = to_toml(make_session()) + f"\n[chat_template]\n{table}\n"
+    assert expected in one_line_error(write(tmp_path, text))
+
+
+def test_a_hub_model_reference_round_trips(tmp_path: Path) -> None:
+    model = ModelInfo(None, "smol", "ab" * 32, file="smol-Q4_K_M.gguf", hf="hf:o/r:Q4_K_M")
+    path = tmp_path / "hf.toml"
+    save_session(make_session(model=model), path)
+    assert load_session(path).model == model
+    assert 'hf = "hf:o/r:Q4_K_M"' in path.read_text()
 
 
 def test_the_version_is_checked_before_anything_else() -> None:
@@ -606,7 +646,7 @@ BAD_FIELDS = [
     ("created", "yesterday", "created must be an ISO 8601 time"),
     ("updated", 20261129, "updated must be a string, got integer"),
     ("format_version", "1", "format_version must be an integer, got string"),
-    ("format_version", 0, "format_version must be 1 to 2, got 0"),
+    ("format_version", 0, "format_version must be 1 to 3, got 0"),
 ]
 
 
