@@ -271,7 +271,9 @@ class ChatContext:
         """Drop the cached tokens after the first n (a reply written under prompt-scoped
         steering, to be read again under it next turn)."""
         if len(self._cached) > n:
-            llama_cpp.llama_memory_seq_rm(self._mem, 0, n, -1)
+            if not llama_cpp.llama_memory_seq_rm(self._mem, 0, n, -1):
+                self.reset()  # a cache that cannot drop a tail: read everything again
+                return
             del self._cached[n:]
             self._starts = [s for s in self._starts if s < n]
 
