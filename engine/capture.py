@@ -267,6 +267,8 @@ class Probe:
                     row += 1
             batch.n_tokens = n_total
             self._layers = {}
+            self._n_total = n_total
+            self._runs = _runs([r for r, _ in wanted])
             rc = llama_cpp.llama_decode(self._ptr, batch)
             if rc != 0:
                 raise RuntimeError(f"llama_decode failed with code {rc} during capture")
