@@ -227,6 +227,7 @@ def main() -> None:
             got,
             "s",
             ("llama-cvector-generator (wall)", "steer vector build (wall)"),
+            ("llama-cvector-generator (wall)", "steer /contrast (in process)"),
         )
 
 

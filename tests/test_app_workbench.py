@@ -8,7 +8,7 @@ import pytest
 from textual.widgets import DataTable, Markdown, Static
 
 from engine import ChatContext
-from repl.app import SteerApp
+from repl.app import ChatInput, SteerApp
 from repl.core import Core
 from repl.session import attach, detach
 from repl.session_file import load_session
@@ -268,6 +268,8 @@ def test_sweep_snapshot(snap_compare, wb_core: Core, size) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
 def test_vector_view_snapshot(snap_compare, wb_core: Core, size) -> None:
     async def before(pilot) -> None:
+        # a steady cursor: a blinking one is caught on or off depending on the machine's load
+        pilot.app.query_one(ChatInput).cursor_blink = False
         await run_and_wait(pilot, pilot.app, "/vector show terse")
 
     assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=before)
