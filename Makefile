@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/steer_bench.py
 	$(BIN)/python bench/session_bench.py
+	$(BIN)/python bench/rpc_bench.py
 
 # the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~10 min)
 efficacy: $(STAMP)
