@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/reference_bench.py
 	$(BIN)/python bench/app_bench.py
 	$(BIN)/python bench/omp_bench.py
+	$(BIN)/python bench/rpc_bench.py
 
 # the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~10 min)
 efficacy: $(STAMP)

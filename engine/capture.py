@@ -17,15 +17,15 @@ import ctypes
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import llama_cpp
 import numpy as np
 
 from engine.model import Model
+from engine.offload import ggml_library
 from engine.prefix_tree import Node, Step, TooDeep, prefix_tree, schedule
 
-_ggml = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+_ggml = ggml_library("libggml-base")
 _ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
 _ggml.ggml_get_name.restype = ctypes.c_char_p
 _ggml.ggml_backend_tensor_get.argtypes = [

@@ -140,13 +140,23 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+def ggml_library(name: str) -> ctypes.CDLL:
+    """The copy of `name` (libggml, libggml-base) that libllama itself loaded.
+
+    libllama links them by soname (libggml.so.0); opening the unversioned symlink instead
+    loads a second, separate copy with its own globals (backend registry, abort hook).
+    """
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    versioned = lib / f"{name}.so.0"
+    return ctypes.CDLL(str(versioned if versioned.exists() else lib / f"{name}.so"))
+
+
 class _Ggml:
     """The few ggml backend-registry functions, from the libraries llama_cpp already loaded."""
 
     def __init__(self) -> None:
-        lib = Path(llama_cpp.__file__).parent / "lib"
-        ggml = ctypes.CDLL(str(lib / "libggml.so"))
-        base = ctypes.CDLL(str(lib / "libggml-base.so"))
+        ggml = ggml_library("libggml")
+        base = ggml_library("libggml-base")
         p, s, z = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
         self.reg_by_name = _fn(ggml.ggml_backend_reg_by_name, p, [s])
         self.register = _fn(ggml.ggml_backend_register, None, [p])
@@ -174,6 +184,8 @@ def _on_abort(message: bytes | None) -> None:
     error path back to the caller). Say so in one line, and end without a core dump; the
     session file was saved after the last finished reply."""
     text = " ".join((message or b"").decode("utf-8", "replace").split())
+    where, sep, said = text.partition(": ")  # "path/ggml-rpc.cpp:569: Remote RPC server ..."
+    text = said if sep and where.rpartition(":")[2].isdigit() else text
     sys.stderr.write(
         f"\nerror: llama.cpp stopped: {text or 'abort'} (did an RPC server stop?); "
         "the session is saved up to the last finished reply\n"

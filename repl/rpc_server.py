@@ -61,8 +61,7 @@ def find_binary(explicit: str | None = None) -> Path:
 
 
 def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -75,6 +74,11 @@ def check_port_free(host: str, port: int) -> None:
 def server_command(args: argparse.Namespace) -> list[str]:
     """Check the arguments and build the rpc-server command line."""
     host = "127.0.0.1" if args.host == "localhost" else args.host
+    if ":" in host:  # llama.cpp splits "host:port" at the first colon
+        raise RpcServerError(
+            f"--host {host}: llama.cpp's RPC cannot take an IPv6 address; use an IPv4 address "
+            "or a host name"
+        )
     if not is_loopback(host) and not args.allow_remote:
         raise RpcServerError(
             f"--host {host} is not loopback, and llama.cpp's RPC has no authentication: "

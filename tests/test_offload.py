@@ -143,6 +143,12 @@ def test_rpc_server_refuses_a_public_address_without_allow_remote() -> None:
     assert "no authentication" in line and "--allow-remote" in line
 
 
+def test_rpc_server_refuses_an_ipv6_host() -> None:
+    proc = steer("rpc-server", "--host", "::1", "--port", str(free_port()))
+    assert proc.returncode == 2
+    assert "cannot take an IPv6 address" in one_line_error(proc)
+
+
 def test_rpc_server_refuses_a_port_in_use() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ it, so this process and the `steer` subprocesses each get servers of their own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -235,3 +236,51 @@ def test_the_server_is_ours_to_stop(servers) -> None:
         with open(f"/proc/{server.proc.pid}/comm") as f:
             assert f.read().strip() in ("ggml-rpc-server", "rpc-server")
     assert sys.platform == "linux"
+
+
+def test_a_server_lost_mid_chat_ends_steer_with_one_line(tmp_path) -> None:
+    """ggml cannot recover from a lost server (it aborts); steer says so in one line, exits 3
+    without a core dump, and the session file keeps the reply finished before."""
+    server = Server()
+    session = tmp_path / "lost.toml"
+    chat = subprocess.Popen(
+        [
+            *STEER,
+            "chat",
+            "--plain",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+            "--session",
+            str(session),
+            "--rpc",
+            server.endpoint,
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        chat.stdin.write(PROMPTS[1] + "\n")
+        chat.stdin.flush()
+        assert chat.stdout.readline().strip()  # the first reply is arriving
+        deadline = time.monotonic() + 120
+        while not session.exists() and time.monotonic() < deadline:  # saved once finished
+            time.sleep(0.1)
+        server.stop()
+        with contextlib.suppress(BrokenPipeError):  # steer may be gone already: ggml noticed
+            chat.stdin.write("And three more?\n")
+            chat.stdin.close()
+        assert chat.wait(120) == 3
+        errors = [line for line in chat.stderr.read().splitlines() if line.startswith("error")]
+        assert len(errors) == 1 and "did an RPC server stop?" in errors[0], errors
+        assert "Remote RPC server crashed" in errors[0] and "ggml-rpc.cpp" not in errors[0]
+        assert 'kind = "assistant"' in session.read_text()
+    finally:
+        server.stop()
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
