@@ -24,6 +24,7 @@ from engine import ChatContext, Model, Offload
 from repl.replay import VECTOR_TOLERANCE
 from repl.steering import Steering, instruction_pairs
 from tests.conftest import GREEDY, ROOT, STEER, TERSE, VERBOSE, user
+from vectors import bundled_path
 
 PROMPTS = ["How do plants make food?", "Name three colors."]
 
@@ -145,6 +146,32 @@ def test_a_vector_built_over_rpc_matches_and_steers_like_the_local_one(
     finally:
         here.close()
         there.close()
+
+
+def test_project_and_prompt_modes_over_rpc_are_the_local_ones(model: Model, remote: Model) -> None:
+    """Project mode's LoRA adapters (placed by llama.cpp with the weights they change, here on
+    the server) and prompt mode's control vector steer over RPC as they do locally."""
+    texts = {}
+    for where, m in (("local", model), ("rpc", remote)):
+        steering = Steering(m)
+        steering.load(str(bundled_path("terse")), "terse")
+        ctx = ChatContext(m, n_ctx=2048)
+        try:
+            for mode, strength in (("project", 1.0), ("prompt", 1.5)):
+                steering.active.clear()
+                steering.activate("terse", strength, (9, 13), mode)
+                control = steering.control()
+                ctx.set_adapters(control.adapters)
+                ctx.set_control(control.buffer, control.prompt)
+                asked = [f"{p} {TERSE}" for p in PROMPTS]
+                texts[where, mode] = [ctx.generate(user(q), GREEDY).text for q in asked]
+        finally:
+            ctx.set_adapters([])
+            ctx.close()
+            steering.close()
+    assert texts["rpc", "project"] == texts["local", "project"]
+    assert texts["rpc", "prompt"] == texts["local", "prompt"]
+    assert texts["local", "project"] != texts["local", "prompt"]
 
 
 def test_some_layers_on_the_server_with_gpu_layers(servers, local_replies) -> None:
