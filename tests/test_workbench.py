@@ -102,11 +102,25 @@ def test_recommendation_rule_picks_the_strongest_fluent_setting() -> None:
 # -- the engine's scoring ---------------------------------------------------------------------
 
 
-def test_score_matches_llama_cpp_python_logits(model) -> None:
+def test_score_matches_llama_cpp_python_logits(model, monkeypatch) -> None:
     """Log-probabilities from the batched scorer equal a reference computed by
     llama-cpp-python's own Llama class over the same tokens."""
-    import llama_cpp
+    import ctypes
 
+    import llama_cpp
+    import llama_cpp.llama_cpp as low
+
+    # The reference model runs on the CPU alone, like steer's own Model: without a device list
+    # llama.cpp would also use every RPC server registered in this process (tests/test_rpc.py
+    # registers some and stops them; connecting to a stopped server aborts the process).
+    defaults, no_devices = low.llama_model_default_params, (ctypes.c_void_p * 1)(None)
+
+    def cpu_only():
+        params = defaults()
+        params.devices = ctypes.addressof(no_devices)
+        return params
+
+    monkeypatch.setattr(low, "llama_model_default_params", cpu_only)
     ctx = ChatContext(model, n_ctx=512)
     messages = user("Name a colour.")
     reply = ctx.generate(messages, replace(GREEDY, max_tokens=12))
