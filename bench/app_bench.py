@@ -23,7 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from textual.widgets import Static  # noqa: E402
@@ -141,7 +140,7 @@ def main() -> None:
             got[name].append(arms[name]())
     print(
         f"decode in the app against the plain REPL, {args.tokens} tokens greedy, "
-        f"{args.rounds} ABBA rounds, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"{args.rounds} ABBA rounds, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}"
     )
     for name, values in got.items():
         print(

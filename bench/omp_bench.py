@@ -1,8 +1,9 @@
-"""Should steer run llama.cpp's OpenMP threads with OMP_WAIT_POLICY=passive? Decode speed of the
-plain REPL with the policy passive and with OpenMP's default, on an otherwise quiet machine and
-with one CPU-bound process beside it (a busy loop, as another program or agent would be).
+"""How should llama.cpp's OpenMP threads wait at their barriers? Decode speed of the plain REPL
+with steer's default (a short spin, GOMP_SPINCOUNT=1000), a passive wait (OMP_WAIT_POLICY=passive)
+and OpenMP's own default (a long spin), on an otherwise quiet machine and with one CPU-bound
+process beside it (a busy loop, as another program or agent would be).
 
-libgomp reads OMP_WAIT_POLICY once, when llama.cpp is loaded, so every arm is its own
+libgomp reads the variables once, when llama.cpp is loaded, so every arm is its own
 `steer chat --plain` process. Arms run in ABBA order within each condition; ratios are paired.
 "Quiet" is only as quiet as the machine: other processes add noise, read the spread.
 Run with `.venv/bin/python bench/omp_bench.py` (part of `make bench`).
@@ -23,10 +24,18 @@ STORY = "Write a long story about a dragon."
 BUSY = "while True: pass"
 
 
-def rate(policy: str, tokens: int, threads: int) -> float:
-    # set but empty: steer leaves a set OMP_WAIT_POLICY alone, and OpenMP ignores an empty
-    # one, so the process gets OpenMP's own default
-    env = {**os.environ, "OMP_WAIT_POLICY": policy or ""}
+# each arm's variables; steer leaves a set variable alone and OpenMP ignores an empty one, so
+# the last arm gets OpenMP's own default
+ARMS = {
+    "steer (GOMP_SPINCOUNT=1000)": {},
+    "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"},
+    "OpenMP's default": {"OMP_WAIT_POLICY": ""},
+}
+
+
+def rate(arm: dict[str, str], tokens: int, threads: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(arm)
     cmd = [sys.executable, "-m", "repl.cli", "chat", "--plain", "--jsonl", "--temperature", "0"]
     cmd += ["--max-tokens", str(tokens), "--threads", str(threads)]
     proc = subprocess.run(
@@ -37,23 +46,24 @@ def rate(policy: str, tokens: int, threads: int) -> float:
 
 
 def condition(label: str, rounds: int, tokens: int, threads: int) -> None:
-    arms = {"passive": "passive", "default (unset)": ""}
-    got: dict[str, list[float]] = {name: [] for name in arms}
-    names = list(arms)
+    got: dict[str, list[float]] = {name: [] for name in ARMS}
+    names = list(ARMS)
     for i in range(rounds):
         for name in names if i % 2 == 0 else reversed(names):
-            got[name].append(rate(arms[name], tokens, threads))
+            got[name].append(rate(ARMS[name], tokens, threads))
     print(f"{label}: decode of {tokens} tokens, {threads} threads, {rounds} ABBA rounds")
     for name, values in got.items():
         print(
-            f"  OMP_WAIT_POLICY {name:16s}: {statistics.median(values):7.1f} tok/s (median; "
+            f"  {name:28s}: {statistics.median(values):7.1f} tok/s (median; "
             f"min {min(values):.1f}, max {max(values):.1f})"
         )
-    paired = [p / d for p, d in zip(got["passive"], got["default (unset)"], strict=True)]
-    print(
-        f"  ratio passive / default: {statistics.median(paired):.3f} "
-        f"(min {min(paired):.3f}, max {max(paired):.3f})"
-    )
+    steer = names[0]
+    for other in names[1:]:
+        paired = [s / o for s, o in zip(got[steer], got[other], strict=True)]
+        print(
+            f"  ratio steer / {other}: {statistics.median(paired):.3f} "
+            f"(min {min(paired):.3f}, max {max(paired):.3f})"
+        )
 
 
 def main() -> None:

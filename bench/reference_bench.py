@@ -164,8 +164,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument(
         "--omp-wait-policy",
-        default="passive",
-        help="OMP_WAIT_POLICY for every arm (passive: steer's default; '' leaves it unset)",
+        default="",
+        help="OMP_WAIT_POLICY for every arm (default: unset, and GOMP_SPINCOUNT=1000 as steer "
+        "sets it)",
     )
     parser.add_argument("--only", choices=("decode", "contrast"), help="run one comparison")
     args = parser.parse_args()
@@ -174,13 +175,16 @@ def main() -> None:
     os.environ.pop("OMP_WAIT_POLICY", None)
     if args.omp_wait_policy:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    else:
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # steer's default, for llama-bench too
     env = dict(os.environ)
     from engine.model import default_model_path
 
     model = default_model_path()
     print(
         f"model: {model.name}; {args.threads} threads; "
-        f"OMP_WAIT_POLICY={args.omp_wait_policy or '(unset)'}; {args.rounds} ABBA rounds"
+        f"OMP_WAIT_POLICY={args.omp_wait_policy or '(unset)'}, "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}; {args.rounds} ABBA rounds"
     )
     if args.only in (None, "decode"):
         bench = tool("llama-bench")

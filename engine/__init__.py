@@ -2,12 +2,19 @@
 
 import os
 
-# llama.cpp's CPU threads are OpenMP threads, and OpenMP's default wait policy keeps a waiting
-# thread spinning on its core. Beside any other busy process that starves the decode: on a
-# shared 2-core machine a 2-thread decode ran 6x slower than with "passive", and 100x slower
-# beside one busy loop (bench/omp_bench.py). libgomp reads the variable when llama.cpp is loaded,
-# i.e. on the import below; a value the user set (even an empty one) is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+# llama.cpp's CPU threads are OpenMP threads, which meet at a barrier after every operation
+# of the graph (hundreds per token). How long a waiting thread spins there before it sleeps
+# decides the decode speed (bench/omp_bench.py, 2 threads, tokens/s):
+#   libgomp's default (a long spin): quiet 76-82, beside one busy process 0.7-1.2
+#   OMP_WAIT_POLICY=passive (no spin): quiet 22-23, beside a busy process 37-40
+#   GOMP_SPINCOUNT=1000:               quiet 72-76, beside a busy process 28-30
+# The long spin starves the decode whenever anything else runs; passive puts every thread to
+# sleep at every barrier and costs 3.4x on a quiet machine. A short spin is within 7% of the
+# best on a quiet machine and keeps 75% of passive's speed beside a busy process. libgomp reads
+# the variables when llama.cpp is loaded, i.e. on the import below; a value the user set for
+# either (even an empty one) is kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from engine.chat import (  # noqa: E402
     ChatContext,
