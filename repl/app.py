@@ -20,7 +20,6 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Footer, Markdown, OptionList, ProgressBar, Static, TextArea
-from textual.widgets.markdown import MarkdownStream
 from textual.widgets.option_list import Option
 
 from repl.commands import Outcome
@@ -32,11 +31,12 @@ from repl.workbench import Comparison, Sweep
 
 
 class Token(Message):
-    """A piece of reply text from the worker."""
+    """A piece of reply text from the worker; `shown` is set once it is on the screen."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
+        self.shown = threading.Event()
 
 
 class ReplyDone(Message):
@@ -51,15 +51,20 @@ NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
 
 
 class TokenBatcher:
-    """Posts reply text at most every `interval` seconds.
+    """Posts reply text at most every `interval` seconds, and holds the generating thread until
+    the UI has drawn it.
 
-    A message per token would make the UI thread compete with llama.cpp's threads for the
-    CPU; a few dozen updates a second look the same and cost a fraction.
+    llama.cpp's threads meet at a barrier after every operation of the graph, so on a machine
+    with as many cores as threads, a UI thread drawing *while* a token is computed takes a core
+    from one of them and stalls them all: the app decoded at 0.38 of the plain REPL's speed,
+    at 30 or at 10 updates a second alike (bench/app_bench.py). Drawn between two tokens, the
+    same work costs only its own time.
     """
 
-    def __init__(self, post, interval: float = 1 / 30) -> None:
+    def __init__(self, post, interval: float = 1 / 5, max_wait: float = 0.5) -> None:
         self._post = post
         self._interval = interval
+        self._max_wait = max_wait  # never wait longer on a UI that is not drawing
         self._parts: list[str] = []
         self._last = 0.0
 
@@ -67,13 +72,16 @@ class TokenBatcher:
         self._parts.append(text)
         now = time.monotonic()
         if now - self._last >= self._interval:
-            self._last = now
-            self.flush()
+            self.flush(wait=True)
+            self._last = time.monotonic()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
         if self._parts:
-            self._post(Token("".join(self._parts)))
+            token = Token("".join(self._parts))
             self._parts.clear()
+            self._post(token)
+            if wait:
+                token.shown.wait(self._max_wait)
 
 
 class JobProgress(Message):
@@ -183,7 +191,10 @@ class SteerApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     # seconds between two updates of a streaming reply (bench/app_bench.py measures the cost)
-    STREAM_INTERVAL = 1 / 30
+    # 5 updates a second, each drawn between two tokens (TokenBatcher): 0.96-1.1 of the plain
+    # REPL's decode; 10 a second 0.76-0.90, 30 a second 0.69-0.80 (bench/app_bench.py)
+    STREAM_INTERVAL = 1 / 5
+    STREAM_MAX_WAIT = 0.5
     # /compare puts its replies side by side only where both get a readable width
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -193,7 +204,6 @@ class SteerApp(App):
         self.greeting = greeting or []
         self.cancel = threading.Event()
         self.busy = False
-        self._stream: MarkdownStream | None = None
         self._live: Markdown | None = None
         self._completion_start = 0
         self._job_start = 0.0
@@ -365,25 +375,22 @@ class SteerApp(App):
         self.cancel.clear()
         self._live = Markdown("", classes="assistant")
         self.query_one("#transcript").mount(self._live)
-        self._stream = Markdown.get_stream(self._live)
         self.refresh_status(writing=True)
         self.generate_reply()
 
     @work(thread=True, exclusive=True, group="reply")
     def generate_reply(self) -> None:
-        batch = TokenBatcher(self.post_message, self.STREAM_INTERVAL)
+        batch = TokenBatcher(self.post_message, self.STREAM_INTERVAL, self.STREAM_MAX_WAIT)
         outcome = self.core.generate(batch.add, self.cancel)
         batch.flush()
         self.post_message(ReplyDone(outcome))
 
     async def on_token(self, message: Token) -> None:
-        if self._stream is not None:
-            await self._stream.write(message.text)
+        if self._live is not None:
+            await self._live.append(message.text)  # re-parses only the last block
+        self.call_after_refresh(message.shown.set)
 
     async def on_reply_done(self, message: ReplyDone) -> None:
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
         outcome = message.outcome
         if outcome.reply is None and self._live is not None:
             await self._live.remove()
