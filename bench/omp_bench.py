@@ -1,7 +1,8 @@
 """How should llama.cpp's OpenMP threads wait at their barriers? Decode speed of the plain REPL
-with steer's default (a short spin, GOMP_SPINCOUNT=1000), a passive wait (OMP_WAIT_POLICY=passive)
-and OpenMP's own default (a long spin), on an otherwise quiet machine and with one CPU-bound
-process beside it (a busy loop, as another program or agent would be).
+with steer's default (a short spin: OMP_WAIT_POLICY=active, GOMP_SPINCOUNT=1000), a passive
+wait (OMP_WAIT_POLICY=passive) and OpenMP's own default (a long spin), on an otherwise quiet
+machine and with one CPU-bound process beside it (a busy loop, as another program or agent
+would be).
 
 libgomp reads the variables once, when llama.cpp is loaded, so every arm is its own
 `steer chat --plain` process. Arms run in ABBA order within each condition; ratios are paired.
@@ -27,7 +28,7 @@ BUSY = "while True: pass"
 # each arm's variables; steer leaves a set variable alone and OpenMP ignores an empty one, so
 # the last arm gets OpenMP's own default
 ARMS = {
-    "steer (GOMP_SPINCOUNT=1000)": {},
+    "steer (a spin of 1000)": {},
     "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"},
     "OpenMP's default": {"OMP_WAIT_POLICY": ""},
 }

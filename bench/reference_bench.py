@@ -165,8 +165,8 @@ def main() -> None:
     parser.add_argument(
         "--omp-wait-policy",
         default="",
-        help="OMP_WAIT_POLICY for every arm (default: unset, and GOMP_SPINCOUNT=1000 as steer "
-        "sets it)",
+        help="OMP_WAIT_POLICY for every arm (default: active with GOMP_SPINCOUNT=1000, as steer "
+        "sets them)",
     )
     parser.add_argument("--only", choices=("decode", "contrast"), help="run one comparison")
     args = parser.parse_args()
@@ -175,15 +175,16 @@ def main() -> None:
     os.environ.pop("OMP_WAIT_POLICY", None)
     if args.omp_wait_policy:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    else:
-        os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # steer's default, for llama-bench too
+    else:  # steer's default, for llama-bench too
+        os.environ.setdefault("OMP_WAIT_POLICY", "active")
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     env = dict(os.environ)
     from engine.model import default_model_path
 
     model = default_model_path()
     print(
         f"model: {model.name}; {args.threads} threads; "
-        f"OMP_WAIT_POLICY={args.omp_wait_policy or '(unset)'}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}; {args.rounds} ABBA rounds"
     )
     if args.only in (None, "decode"):

@@ -3,6 +3,7 @@ band on questions it never saw, its numbers ride in the provenance, and Esc stop
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import numpy as np
@@ -12,7 +13,7 @@ from engine import ChatContext, Model, Sampling
 from repl.calibrate import START, answer_all, score, summarise
 from repl.core import Core
 from repl.steering import Active
-from tests.conftest import TERSE, VERBOSE
+from tests.conftest import ROOT, STEER, TERSE, VERBOSE
 from vectors import calibration_prompts, load_vector, neutral_prompts, save_vector
 from vectors.calibration import is_fluent, nll_limit
 
@@ -86,6 +87,16 @@ def test_calibration_survives_saving_and_loading(calibrated, tmp_path) -> None:
     back = load_vector(tmp_path / "terse.gguf")
     assert back.meta["calibration"] == vec.meta["calibration"]
     assert back.recommended_strength == vec.recommended_strength
+    show = subprocess.run(
+        [*STEER, "vector", "show", str(tmp_path / "terse.gguf")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert show.returncode == 0 and "calibration: 3 held-out questions" in show.stdout
+    assert "<- recommended" in show.stdout
+    assert f"suggested: /steer terse {vec.recommended_strength:g} --layers" in show.stdout
 
 
 def test_the_points_follow_the_rule(calibrated) -> None:

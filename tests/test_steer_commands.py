@@ -274,6 +274,7 @@ def test_headless_vector_build_and_show(tmp_path) -> None:
             VERBOSE,
             "--n",
             "4",
+            "--no-calibrate",  # the calibrated build: tests/test_calibrate.py
             "--out",
             str(out),
         ],
@@ -293,8 +294,8 @@ def test_headless_vector_build_and_show(tmp_path) -> None:
         env=env,
         timeout=120,
     )
-    assert show.returncode == 0 and "calibration: 3 held-out questions" in show.stdout
-    assert "<- recommended" in show.stdout and "suggested: /steer t 0." in show.stdout
+    assert show.returncode == 0 and "held-out pair accuracy" in show.stdout
+    assert "suggested: /steer t 1 --layers " in show.stdout and "n_pairs: 4" in show.stdout
     bad = subprocess.run(
         [*STEER, "vector", "show", str(tmp_path)],
         capture_output=True,
