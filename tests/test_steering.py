@@ -130,7 +130,7 @@ def test_terse_vector_cuts_held_out_replies_and_stays_readable(model: Model, ter
 
 def test_negated_terse_vector_makes_replies_longer(model: Model, terse) -> None:
     questions = ["Name three colors.", "What is the capital of France?"]
-    sampling = Sampling(temperature=0.0, max_tokens=200)
+    sampling = Sampling(temperature=0.0, max_tokens=100)
     plain = replies(model, None, questions, sampling)
     rng = terse.recommended_range
     longer = replies(
