@@ -211,14 +211,8 @@ class Probe:
                     if is_out:
                         wanted.append((row, seq))
                     row += 1
-            batch.n_tokens = n_total
             llama_cpp.llama_memory_clear(self._mem, True)
-            self._layers = {}
-            self._n_total = n_total
-            self._runs = _runs([r for r, _ in wanted])
-            rc = llama_cpp.llama_decode(self._ptr, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode failed with code {rc} during capture")
+            self._decode(batch, n_total, wanted)
         finally:
             llama_cpp.llama_batch_free(batch)
         self._collect(wanted, n_total, group, out)
@@ -265,13 +259,7 @@ class Probe:
                     if j >= first_out:
                         wanted.append((row, len(leaves) - 1))
                     row += 1
-            batch.n_tokens = n_total
-            self._layers = {}
-            self._n_total = n_total
-            self._runs = _runs([r for r, _ in wanted])
-            rc = llama_cpp.llama_decode(self._ptr, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode failed with code {rc} during capture")
+            self._decode(batch, n_total, wanted)
         finally:
             llama_cpp.llama_batch_free(batch)
         if not wanted:
@@ -282,6 +270,16 @@ class Probe:
             if node.prompts:
                 # identical prompts share a leaf; each gets its activations
                 out[node.prompts] = part[leaves.index(node.prompts[0])]
+
+    def _decode(self, batch, n_total: int, wanted: list[tuple[int, int]]) -> None:
+        """Decode a filled batch of n_total tokens; the eval callback keeps the wanted rows."""
+        batch.n_tokens = n_total
+        self._layers = {}
+        self._n_total = n_total
+        self._runs = _runs([r for r, _ in wanted])
+        rc = llama_cpp.llama_decode(self._ptr, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with code {rc} during capture")
 
     def _collect(self, wanted, n_total, group, out) -> None:
         rows = np.array([r for r, _ in wanted])

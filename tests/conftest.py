@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,22 @@ class Gate:
             return fn(*args, **kwargs)
 
         return held
+
+
+def record_and_replay(tmp_path: Path, lines: str, max_tokens: int):
+    """Chat `lines` greedily in a recorded session (`steer chat --jsonl`), then replay it with
+    --check. Returns the reply events, the session file's TOML and the replay's process."""
+    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
+    session = tmp_path / "p.toml"
+    proc = subprocess.run(
+        [*STEER, "chat", "--jsonl", "--temperature", "0", "--max-tokens", str(max_tokens),
+         "--session", str(session)],
+        input=lines, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    replies = [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "reply"]
+    check = subprocess.run(
+        [*STEER, "replay", str(session), "--check"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    return replies, tomllib.loads(session.read_text("utf-8")), check

@@ -16,7 +16,7 @@ from engine import ChatContext, Sampling
 from engine.capture import Probe
 from repl.core import Core
 from tests.conftest import TERSE, VERBOSE, user
-from tests.test_interop import run_cli
+from tests.test_interop import control_vector_flags, run_cli
 from tests.test_plain import steer
 from vectors import compose, load_vector, save_vector
 
@@ -126,13 +126,7 @@ def test_gemma_vector_steers_llama_cpp_like_steer(
     path = tmp_path / "terse.gguf"
     save_vector(terse_gemma, path, "gemma3")
     assert load_vector(path).directions.shape == (18, 640)
-    flags = [
-        "--control-vector-scaled",
-        f"{path}:{strength}",
-        "--control-vector-layer-range",
-        str(layers[0]),
-        str(layers[1]),
-    ]
+    flags = control_vector_flags(path, strength, layers)
     prompt = gemma.render_chat(user(QUESTION))
     theirs = run_cli(llama_completion, gemma, prompt, 12, flags)
     ctx = ChatContext(gemma, n_ctx=2048)

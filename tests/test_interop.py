@@ -60,6 +60,17 @@ def run_cli(binary: str, model: Model, prompt: str, n: int, extra: list[str]) ->
     return text.removesuffix(END)
 
 
+def control_vector_flags(path, strength: float, layers: tuple[int, int]) -> list[str]:
+    """llama.cpp's flags for one saved vector at `strength` on blocks `layers`."""
+    return [
+        "--control-vector-scaled",
+        f"{path}:{strength}",
+        "--control-vector-layer-range",
+        str(layers[0]),
+        str(layers[1]),
+    ]
+
+
 def steer_reply(model: Model, question: str, n: int, buffer) -> str:
     ctx = ChatContext(model, n_ctx=2048)
     ctx.set_control(buffer)
@@ -76,13 +87,7 @@ def test_saved_vector_steers_llama_cpp_like_steer(
     save_vector(terse, path, "llama")
     question = "Explain how a rainbow forms."
     prompt = model.render_chat(user(question))
-    flags = [
-        "--control-vector-scaled",
-        f"{path}:{strength}",
-        "--control-vector-layer-range",
-        str(layers[0]),
-        str(layers[1]),
-    ]
+    flags = control_vector_flags(path, strength, layers)
     theirs = run_cli(llama_completion, model, prompt, 60, flags)
     buffer = compose([(terse, strength, layers)], model.n_layer, model.n_embd)
     ours = steer_reply(model, question, 60, buffer)

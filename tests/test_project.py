@@ -6,18 +6,13 @@ Greedy, short generations. The ready-made terse vector is the one bench/project_
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tomllib
-
 import pytest
 
 from engine import ChatContext, Model, Sampling
 from repl.core import Core
 from repl.session_file import SessionFileError, from_toml
 from repl.steering import Active
-from tests.conftest import ROOT, STEER, user
+from tests.conftest import record_and_replay, user
 from vectors import bundled_path
 
 TERSE = "Respond tersely, in one short sentence."
@@ -99,26 +94,14 @@ def test_bad_project_settings_are_one_line_errors(core: Core) -> None:
 
 
 def test_project_steering_is_recorded_resumed_and_replays(tmp_path) -> None:
-    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
-    session = tmp_path / "p.toml"
     lines = f"/vector load terse\n/steer terse 1 --mode project\n{QUESTION} {TERSE}\n"
-    proc = subprocess.run(
-        [*STEER, "chat", "--jsonl", "--temperature", "0", "--max-tokens", "40",
-         "--session", str(session)],
-        input=lines, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    [reply] = [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "reply"]
+    [reply], doc, check = record_and_replay(tmp_path, lines, 40)
     assert reply["steering"][0]["mode"] == "project"
-    doc = tomllib.loads(session.read_text("utf-8"))
     assert doc["steering"][0]["mode"] == "project"
     assert doc["steering"][0]["targets"] == ["attn_output"]
-    check = subprocess.run(
-        [*STEER, "replay", str(session), "--check"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.splitlines()[-1] == "replay: 1 identical, 0 different"
+    session = tmp_path / "p.toml"
     bad = session.read_text("utf-8").replace('mode = "project"', 'mode = "sideways"', 1)
     with pytest.raises(SessionFileError, match="mode must be one of add, project"):
         from_toml(bad, "p.toml")

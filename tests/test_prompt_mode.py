@@ -7,16 +7,11 @@ is added, not what it does to a topic (that is bench/efficacy_bench.py's scorebo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tomllib
-
 import pytest
 
 from engine import ChatContext, Model, Sampling
 from repl.core import Core
-from tests.conftest import ROOT, STEER, user
+from tests.conftest import record_and_replay, user
 from vectors import bundled_path
 
 QUESTION = "How is paper made?"  # no build or calibration prompt holds it
@@ -82,22 +77,9 @@ def test_a_vector_that_recommends_prompt_mode_gets_it_from_plain_steer(core: Cor
 
 
 def test_prompt_steering_is_recorded_and_replays(tmp_path) -> None:
-    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
-    session = tmp_path / "p.toml"
     lines = f"/vector load terse\n/steer terse 1.5 --mode prompt\n{QUESTION}\nWhy?\n"
-    proc = subprocess.run(
-        [*STEER, "chat", "--jsonl", "--temperature", "0", "--max-tokens", "24",
-         "--session", str(session)],
-        input=lines, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    replies = [e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "reply"]
+    replies, doc, check = record_and_replay(tmp_path, lines, 24)
     assert [r["steering"][0]["mode"] for r in replies] == ["prompt", "prompt"]
-    doc = tomllib.loads(session.read_text("utf-8"))
     assert doc["steering"][0]["mode"] == "prompt" and "targets" not in doc["steering"][0]
-    check = subprocess.run(
-        [*STEER, "replay", str(session), "--check"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"
