@@ -218,17 +218,23 @@ class Steering:
         the vector's recommended one (prompt mode for a `--method replies` vector, else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)
+        rec_strength, rec_layers, rec_targets = self.recommended(vec, mode)
+        strength = rec_strength if strength is None else strength
+        self.active[name] = Active(
+            float(strength), layers or rec_layers, mode, targets or rec_targets
+        )
+        return self.active[name]
+
+    def recommended(
+        self, vec: SteeringVector, mode: str
+    ) -> tuple[float, tuple[int, int], tuple[str, ...]]:
+        """The strength, blocks and targets `vec` recommends in `mode` (project mode's come
+        from vectors/lora.py project_recommendation; targets matter only there)."""
         if mode == "project":
             rec = project_recommendation(vec, self.model.n_layer)
-            strength = rec.strength if strength is None else strength
-            layers = layers or rec.layers
-            targets = targets or rec.targets
-        else:
-            if strength is None:
-                strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
-            layers = layers or vec.recommended_range or (1, self.model.n_layer - 1)
-        self.active[name] = Active(float(strength), layers, mode, targets or DEFAULT_TARGETS)
-        return self.active[name]
+            return rec.strength, rec.layers, rec.targets
+        strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
+        return strength, vec.recommended_range or (1, self.model.n_layer - 1), DEFAULT_TARGETS
 
     # -- keeping --------------------------------------------------------------------------------
 

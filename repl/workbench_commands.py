@@ -21,7 +21,7 @@ from repl.steering import (
     vector_or_error,
 )
 from repl.workbench import compare, keep, sweep
-from vectors.lora import AdapterError, project_recommendation
+from vectors.lora import AdapterError
 
 MAX_SWEEP = 12
 
@@ -119,14 +119,10 @@ def cmd_sweep(core: Core, args: dict[str, Any]) -> Outcome:
     prompt = args["prompt"]
     current = core.steering.active.get(vec.name)
     mode = args["mode"] or (current.mode if current is not None else recommended_mode(vec))
-    targets = None
     if current is not None and current.mode == mode:
         layers, targets = current.layers, current.targets
-    elif mode == "project":
-        rec = project_recommendation(vec, core.model.n_layer)
-        layers, targets = rec.layers, rec.targets
     else:
-        layers = vec.recommended_range or (1, core.model.n_layer - 1)
+        _, layers, targets = core.steering.recommended(vec, mode)
     if args["layers"] is not None:
         layers = parse_layers(core, args["layers"])
     if prompt is None and not any(t.role == "user" for t in core.turns):
