@@ -19,14 +19,22 @@ from vectors import SteeringVector, save_vector
 
 @pytest.fixture
 def steered_core(model, steering) -> Core:
+    """The session's shared steering, put back as it was afterwards: other vectors removed,
+    and the terse vector's provenance restored (/vector save records where it went, which the
+    vector view's snapshot in test_app_workbench.py would otherwise show, depending on order)."""
     core = Core(model, ChatContext(model, n_ctx=1024), GREEDY)
     core.steering = steering
     steering.active.clear()
+    terse = steering.vectors["terse"]
+    meta = dict(terse.meta)
     yield core
     steering.active.clear()
     for name in list(steering.vectors):
         if name != "terse":
             steering.vectors.pop(name)
+    steering.vectors["terse"] = terse
+    terse.meta.clear()
+    terse.meta.update(meta)
 
 
 def say(core: Core, line: str) -> list[str]:
