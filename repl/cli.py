@@ -268,7 +268,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from repl.plain import sigint_cancels
-    from repl.replay import Replayer, ReplayError, model_for
+    from repl.replay import Replayer, ReplayError, model_for, preflight
     from repl.session_file import SessionFileError, load_session
     from repl.test_hooks import progress_reported
 
@@ -309,6 +309,7 @@ def run_replay(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         session = load_session(path)
+        preflight(session, path, dict(args.steer) if args.steer else None)
         model, warning = model_for(session, args.model, args.allow_model_change, offload_from(args))
         say_offload(model)
         if warning:

@@ -76,6 +76,38 @@ def word_diff(old: str, new: str, width: int = 160) -> str:
     return "(same words, different spacing)"
 
 
+def _made_names(session: Session) -> set[str]:
+    """Names of the vectors the session's own commands build, mix or load."""
+    from repl.core import REGISTRY
+
+    names = set()
+    for event in session.events:
+        if event.kind != "command":
+            continue
+        try:
+            command, args = REGISTRY.parse(event.text)
+        except UsageError:
+            continue  # replay skips it with a note
+        if command.name in ("contrast", "vector mix"):
+            names.add(args.get("name") or args.get("new"))
+        elif command.name == "vector load":
+            names.add(args["name"] or Path(str(args["path"])).stem)
+    return names
+
+
+def preflight(session: Session, path: Path, steer: dict[str, float] | None = None) -> None:
+    """What can be checked before a model loads or a /contrast is rebuilt: every vector file
+    the session lists is there and inside its folder or the library, and each --steer name is
+    a vector the session has. A wrong session fails in a moment, not after a minute's work."""
+    for ref in session.vectors:
+        resolve_vector_path(path, ref, library_dir())  # SessionFileError names what is wrong
+    known = {ref.name for ref in session.vectors} | _made_names(session)
+    for name in steer or {}:
+        if name not in known:
+            have = ", ".join(sorted(known)) or "none"
+            raise ReplayError(f"--steer {name}: no such vector in this session (it has: {have})")
+
+
 class Replayer:
     """Executes a session's events on a fresh Core over the given model."""
 
@@ -103,6 +135,7 @@ class Replayer:
         cancel: threading.Event | None = None,
     ) -> ReplayReport:
         self._cancel = cancel
+        preflight(self.session, self.path, self.overrides)
         for event in self.session.events:
             if self.cancelled:
                 break
@@ -142,6 +175,8 @@ class Replayer:
             if command not in ("vector save", "help"):
                 self.report.notes.append(f"skipped /{command} (replay runs no such command)")
             return None
+        if command == "contrast" and self._stored_instead(line):
+            return None
         outcome = self.core.submit(self._uncalibrated(command, line))
         if outcome.job is not None:
             outcome = self.core.run_job(outcome, None, self._cancel)
@@ -152,6 +187,23 @@ class Replayer:
         if outcome.errors:
             raise ReplayError(f"{line!r} failed on replay: {outcome.errors[0]}")
         return None
+
+    def _stored_instead(self, line: str) -> bool:
+        """With --no-steer or --steer the replay compares replies, not vectors: a /contrast
+        whose vector the session stored takes the stored file (what the session used) instead
+        of being rebuilt to be checked against it."""
+        if not (self.no_steer or self.overrides is not None):
+            return False
+        name = self._parse(line)["name"]
+        if name not in {ref.name for ref in self.session.vectors}:
+            return False
+        self.core.steering.vectors.pop(name, None)
+        model = self.core.model
+        self.core.steering.add(
+            load_vector(self._ref_path(name), model.n_layer, model.n_embd, name=name)
+        )
+        self.report.notes.append(f"vector {name!r} taken from the session's file, not rebuilt")
+        return True
 
     def _uncalibrated(self, command: str, line: str) -> str:
         """A /contrast whose vector the session stored is rebuilt only to be compared, then

@@ -11,6 +11,7 @@ import codecs
 import os
 import queue
 import resource
+import shutil
 import signal
 import subprocess
 import threading
@@ -158,13 +159,23 @@ def leftovers(*folders: Path) -> list[str]:
     return found
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> tuple[Path, dict]:
-    """A session with one greedy reply, made by a steer that ended normally."""
-    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
-    session = tmp_path / "chat.toml"
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """A session with one greedy reply, made by a steer that ended normally (once a module)."""
+    folder = tmp_path_factory.mktemp("made")
+    session = folder / "chat.toml"
+    env = {**os.environ, "STEER_DATA_DIR": str(folder / "data")}
     proc = run_steer(session, env, "Name a color.\n")
     assert proc.returncode == 0, proc.stderr
+    return session
+
+
+@pytest.fixture
+def world(made: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of that session in this test's own folder, with its own empty library."""
+    env = {**os.environ, "STEER_DATA_DIR": str(tmp_path / "data")}
+    session = tmp_path / "chat.toml"
+    shutil.copy(made, session)
     return session, env
 
 
@@ -301,7 +312,7 @@ def test_ctrl_c_stops_contrast_and_builds_nothing(world) -> None:
 
 def test_ctrl_c_stops_a_replay_in_the_chat_and_in_the_cli(world) -> None:
     session, env = world
-    sample = ROOT / "sample_sessions" / "terse_midway.toml"  # a /contrast, then 3 replies
+    sample = ROOT / "sample_sessions" / "plain_chat.toml"  # 3 replies
     before = {p: p.stat().st_mtime_ns for p in sample.parent.rglob("*")}
     steer = Steer(session, {**env, SIGINT_ENV: "1"})  # Ctrl+C once the first reply is checked
     steer.send("/set top_k 5")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from repl.replay import ReplayError, preflight
 from repl.session_file import Event, VectorRef, load_session, save_session
 from repl.steering import file_sha256
 from tests.conftest import ROOT, STEER
@@ -44,10 +45,28 @@ def copy(tmp_path) -> Path:
     return tmp_path / "terse_midway.toml"
 
 
-def test_a_changed_reply_fails_the_check_with_a_word_diff(copy: Path) -> None:
+def test_no_steer_replays_the_same_turns_unsteered(copy: Path) -> None:
+    proc = replay(str(copy), "--no-steer")
+    assert proc.returncode == 0
+    assert "vector 'terse' taken from the session's file, not rebuilt" in proc.stdout
+    assert "turn 2 recorded: Plants make food by converting sunlight" in proc.stdout
+    assert "turn 2 replayed: Plants make food through a process called photosynthesis" in (
+        proc.stdout
+    )
+
+
+@pytest.fixture
+def plain_copy(tmp_path) -> Path:
+    """The shortest sample session (no vectors): for checks that need no steering."""
+    shutil.copy(SAMPLES / "plain_chat.toml", tmp_path)
+    return tmp_path / "plain_chat.toml"
+
+
+def test_a_changed_reply_fails_the_check_with_a_word_diff(plain_copy: Path) -> None:
+    copy = plain_copy
     session = load_session(copy)
     last = [e for e in session.events if e.kind == "assistant"][-1]
-    last.text = last.text.replace("ocean", "sea", 1)
+    last.text = last.text.replace("the most beautiful", "a beautiful", 1)
     save_session(session, copy)
     proc = replay(str(copy), "--check", "--jsonl")
     assert proc.returncode == 1
@@ -57,21 +76,6 @@ def test_a_changed_reply_fails_the_check_with_a_word_diff(copy: Path) -> None:
     assert "[-" in turns[-1]["diff"] and "{+" in turns[-1]["diff"]
     assert events[-1] == {"type": "summary", "identical": 2, "different": 1}
 
-
-def test_no_steer_replays_the_same_turns_unsteered(copy: Path) -> None:
-    proc = replay(str(copy), "--no-steer")
-    assert proc.returncode == 0
-    assert "turn 2 recorded: Plants make food by converting sunlight" in proc.stdout
-    assert "turn 2 replayed: Plants make food through a process called photosynthesis" in (
-        proc.stdout
-    )
-
-
-@pytest.fixture
-def plain_copy(tmp_path) -> Path:
-    """The shortest sample session (no vectors): for checks about the model record."""
-    shutil.copy(SAMPLES / "plain_chat.toml", tmp_path)
-    return tmp_path / "plain_chat.toml"
 
 
 def test_another_model_file_warns_and_fails_the_check(plain_copy: Path) -> None:
@@ -167,3 +171,22 @@ def test_a_hostile_session_cannot_make_replay_write_or_recurse(tmp_path: Path) -
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     for skipped in ("/session save", "/replay", "/quit"):
         assert f"skipped {skipped} (replay runs no such command)" in proc.stdout, proc.stdout
+
+
+def test_preflight_knows_the_vectors_the_session_builds_mixes_and_loads(tmp_path: Path) -> None:
+    """Checked before the model loads: names from /contrast, /vector mix and /vector load."""
+    session = load_session(SAMPLES / "plain_chat.toml")
+    session.events = [
+        Event("command", '/contrast built "Be brief." "Be long." --n 3'),
+        Event("command", "/vector mix mixed built*0.5"),
+        Event("command", "/vector load some/where/loaded.gguf"),
+        Event("command", "/vector load other.gguf renamed"),
+        Event("command", "/contrast"),  # unparseable: replay skips it with a note
+    ]
+    path = tmp_path / "s.toml"
+    preflight(session, path, {"built": 1.0, "mixed": 0.5, "loaded": 1.0, "renamed": -1.0})
+    with pytest.raises(ReplayError) as err:
+        preflight(session, path, {"nope": 1.0})
+    assert str(err.value) == (
+        "--steer nope: no such vector in this session (it has: built, loaded, mixed, renamed)"
+    )
