@@ -108,6 +108,25 @@ def terse(steering: Steering):
     return steering.vectors["terse"]
 
 
+# Questions in neither the build prompts nor the calibration's (test_calibrate checks it), and
+# the greedy 150-token replies the unsteered model gives them: the bar every held-out terse
+# test measures against, made once.
+UNSEEN = [
+    "How do birds find their way when they migrate?",
+    "What is the difference between a virus and a bacterium?",
+    "How does a battery store energy?",
+]
+LONG = Sampling(temperature=0.0, max_tokens=150)
+
+
+@pytest.fixture(scope="session")
+def unseen_plain(model: Model) -> list:
+    ctx = ChatContext(model, n_ctx=1024)
+    out = [ctx.generate(user(q), LONG) for q in UNSEEN]
+    ctx.close()
+    return out
+
+
 def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 

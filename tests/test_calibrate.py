@@ -13,16 +13,11 @@ from engine import ChatContext, Model, Sampling
 from repl.calibrate import START, answer_all, score, summarise
 from repl.core import Core
 from repl.steering import Active
-from tests.conftest import ROOT, STEER, TERSE, VERBOSE
+from tests.conftest import LONG, ROOT, STEER, TERSE, UNSEEN, VERBOSE
 from vectors import calibration_prompts, load_vector, neutral_prompts, save_vector
 from vectors.calibration import is_fluent, nll_limit
 
-# in neither the build prompts nor the calibration's (checked below); the scoreboard's first three
-QUESTIONS = [
-    "How do birds find their way when they migrate?",
-    "What is the difference between a virus and a bacterium?",
-    "How does a battery store energy?",
-]
+QUESTIONS = UNSEEN  # in neither the build prompts nor the calibration's (checked below)
 LINE = f'/contrast terse "{TERSE}" "{VERBOSE}"'
 
 
@@ -54,15 +49,17 @@ def test_calibration_recommends_a_fluent_strength_below_the_old_default(calibrat
     assert f"apply it: /steer terse {vec.recommended_strength:g} --layers" in text
 
 
-def test_the_calibrated_strength_is_fluent_and_shorter_on_unseen_questions(calibrated) -> None:
+def test_the_calibrated_strength_is_fluent_and_shorter_on_unseen_questions(
+    calibrated, unseen_plain
+) -> None:
     core, _, _ = calibrated
     vec = core.steering.vectors["terse"]
     assert not set(QUESTIONS) & (set(neutral_prompts()) | set(calibration_prompts()))
-    sampling = Sampling(temperature=0.0, max_tokens=150)
+    sampling = LONG  # the unsteered replies to QUESTIONS at this setting are `unseen_plain`
     control = core.steering.buffer(
         {"terse": Active(vec.recommended_strength, vec.recommended_range)}
     )
-    plain = summarise(0.0, score(core, QUESTIONS, answer_all(core, QUESTIONS, None, sampling)))
+    plain = summarise(0.0, score(core, QUESTIONS, unseen_plain))
     steered = summarise(
         vec.recommended_strength,
         score(core, QUESTIONS, answer_all(core, QUESTIONS, control, sampling)),

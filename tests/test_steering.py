@@ -11,12 +11,9 @@ from engine import ChatContext, Model, Sampling
 from engine.capture import CaptureCancelled, Probe
 from repl.core import Core
 from repl.steering import Steering, instruction_pairs
-from tests.conftest import GREEDY, TERSE, VERBOSE, user
+from tests.conftest import GREEDY, LONG, TERSE, UNSEEN, VERBOSE, user
 from vectors import compose, load_vector, neutral_prompts
 from vectors.gguf_io import VectorFileError
-
-HELD_OUT = neutral_prompts()[30:34]  # never used to build (the build takes the first 24)
-LONG = Sampling(temperature=0.0, max_tokens=150)
 
 
 def replies(model: Model, buffer, questions, sampling=LONG) -> list:
@@ -110,12 +107,14 @@ def test_capture_cancel_raises_and_keeps_nothing(model: Model, steering: Steerin
     assert steering.vectors == before and len(seen) == 1
 
 
-def test_terse_vector_cuts_held_out_replies_and_stays_readable(model: Model, terse) -> None:
+def test_terse_vector_cuts_held_out_replies_and_stays_readable(
+    model: Model, terse, unseen_plain
+) -> None:
     rng = terse.recommended_range
     strength = terse.recommended_strength
-    plain = replies(model, None, HELD_OUT)
+    plain = unseen_plain
     steered = replies(
-        model, compose([(terse, strength, rng)], model.n_layer, model.n_embd), HELD_OUT
+        model, compose([(terse, strength, rng)], model.n_layer, model.n_embd), UNSEEN
     )
     base = np.mean([r.tokens for r in plain])
     short = np.mean([r.tokens for r in steered])
