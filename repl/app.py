@@ -56,9 +56,9 @@ class TokenBatcher:
 
     llama.cpp's threads meet at a barrier after every operation of the graph, so on a machine
     with as many cores as threads, a UI thread drawing *while* a token is computed takes a core
-    from one of them and stalls them all: the app decoded at 0.38 of the plain REPL's speed,
-    at 30 or at 10 updates a second alike (bench/app_bench.py). Drawn between two tokens, the
-    same work costs only its own time.
+    from one of them and stalls them all. Waiting until the update is drawn keeps most of that
+    work between two tokens, where it costs only its own time (bench/app_bench.py measures
+    the rates).
     """
 
     def __init__(self, post, interval: float = 1 / 5, max_wait: float = 0.5) -> None:
@@ -191,8 +191,9 @@ class SteerApp(App):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     # seconds between two updates of a streaming reply (bench/app_bench.py measures the cost)
-    # 5 updates a second, each drawn between two tokens (TokenBatcher): 0.96-1.1 of the plain
-    # REPL's decode; 10 a second 0.76-0.90, 30 a second 0.69-0.80 (bench/app_bench.py)
+    # 5 updates a second, the worker waiting for each (TokenBatcher): 0.81-0.86 of the plain
+    # REPL's decode on a quiet machine; 10 a second with the wait 0.76-0.79, 30 a second
+    # without it 0.69-0.79 (bench/app_bench.py; README, "Against llama.cpp's own tools")
     STREAM_INTERVAL = 1 / 5
     STREAM_MAX_WAIT = 0.5
     # /compare puts its replies side by side only where both get a readable width

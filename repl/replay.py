@@ -88,17 +88,25 @@ def _made_names(session: Session) -> set[str]:
             command, args = REGISTRY.parse(event.text)
         except UsageError:
             continue  # replay skips it with a note
-        if command.name in ("contrast", "vector mix"):
-            names.add(args.get("name") or args.get("new"))
+        if command.name == "contrast":
+            names.add(args["name"])
+        elif command.name == "vector mix":
+            names.add(args["new"])
         elif command.name == "vector load":
-            names.add(args["name"] or Path(str(args["path"])).stem)
+            names.add(_loaded_name(args))
     return names
+
+
+def _loaded_name(args: dict) -> str:
+    """The name `/vector load PATH [NAME]` gives the vector: NAME, else the file's stem."""
+    return args["name"] or Path(str(args["path"])).stem
 
 
 def preflight(session: Session, path: Path, steer: dict[str, float] | None = None) -> None:
     """What can be checked before a model loads or a /contrast is rebuilt: every vector file
     the session lists is there and inside its folder or the library, and each --steer name is
-    a vector the session has. A wrong session fails in a moment, not after a minute's work."""
+    a vector the session has. A wrong session fails in a moment, not after a minute's work.
+    Callers run it before they load a model (`steer replay`) or start the job (`/replay`)."""
     for ref in session.vectors:
         resolve_vector_path(path, ref, library_dir())  # SessionFileError names what is wrong
     known = {ref.name for ref in session.vectors} | _made_names(session)
@@ -135,7 +143,6 @@ class Replayer:
         cancel: threading.Event | None = None,
     ) -> ReplayReport:
         self._cancel = cancel
-        preflight(self.session, self.path, self.overrides)
         for event in self.session.events:
             if self.cancelled:
                 break
@@ -188,6 +195,18 @@ class Replayer:
             raise ReplayError(f"{line!r} failed on replay: {outcome.errors[0]}")
         return None
 
+    @property
+    def _stored(self) -> set[str]:
+        """Names of the vectors the session keeps a file for."""
+        return {ref.name for ref in self.session.vectors}
+
+    def _take_stored(self, name: str) -> None:
+        """Put the session's own file for `name` in place of any vector of that name."""
+        model = self.core.model
+        vec = load_vector(self._ref_path(name), model.n_layer, model.n_embd, name=name)
+        self.core.steering.vectors.pop(name, None)
+        self.core.steering.add(vec)
+
     def _stored_instead(self, line: str) -> bool:
         """With --no-steer or --steer the replay compares replies, not vectors: a /contrast
         whose vector the session stored takes the stored file (what the session used) instead
@@ -195,13 +214,9 @@ class Replayer:
         if not (self.no_steer or self.overrides is not None):
             return False
         name = self._parse(line)["name"]
-        if name not in {ref.name for ref in self.session.vectors}:
+        if name not in self._stored:
             return False
-        self.core.steering.vectors.pop(name, None)
-        model = self.core.model
-        self.core.steering.add(
-            load_vector(self._ref_path(name), model.n_layer, model.n_embd, name=name)
-        )
+        self._take_stored(name)
         self.report.notes.append(f"vector {name!r} taken from the session's file, not rebuilt")
         return True
 
@@ -211,7 +226,7 @@ class Replayer:
         if command != "contrast" or "--no-calibrate" in line.split():
             return line
         name = self._parse(line)["name"]
-        if name in {ref.name for ref in self.session.vectors}:
+        if name in self._stored:
             return f"{line} --no-calibrate"
         return line
 
@@ -233,8 +248,8 @@ class Replayer:
     def _load_vector(self, line: str) -> None:
         """Load from the session's own reference, never from the path typed at the time."""
         args = self._parse(line)
-        name = args["name"] or Path(args["path"]).stem
-        if name not in {ref.name for ref in self.session.vectors}:
+        name = _loaded_name(args)
+        if name not in self._stored:
             name = next(
                 (
                     r.name
@@ -247,14 +262,10 @@ class Replayer:
             check_name(name)
         except ValueError as exc:
             raise ReplayError(f"{line[:60]!r}: {exc}") from None
-        vec = load_vector(
-            self._ref_path(name), self.core.model.n_layer, self.core.model.n_embd, name=name
-        )
-        self.core.steering.vectors.pop(name, None)
-        self.core.steering.add(vec)
+        self._take_stored(name)
 
     def _check_rebuilt(self, name: str) -> None:
-        if name not in {ref.name for ref in self.session.vectors}:
+        if name not in self._stored:
             self.report.notes.append(f"vector {name!r} rebuilt (no stored file to compare)")
             return
         stored = load_vector(self._ref_path(name))

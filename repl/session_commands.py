@@ -138,13 +138,14 @@ def cmd_session_list(core: Core, args: dict[str, Any]) -> Outcome:
     Arg("path", "path", help="a session .toml file"),
 )
 def cmd_replay(core: Core, args: dict[str, Any]) -> Outcome:
-    from repl.replay import Replayer, ReplayError
+    from repl.replay import Replayer, ReplayError, preflight
     from repl.session import template_warning
     from repl.session_file import load_session
 
     path = args["path"]
     try:
         session = load_session(path)
+        preflight(session, Path(path))
     except SessionFileError as exc:
         return Outcome.error(str(exc))
     replies = sum(e.kind == "assistant" for e in session.events)

@@ -17,7 +17,6 @@ from tests.conftest import LONG, ROOT, STEER, TERSE, UNSEEN, VERBOSE
 from vectors import calibration_prompts, load_vector, neutral_prompts, save_vector
 from vectors.calibration import is_fluent, nll_limit
 
-QUESTIONS = UNSEEN  # in neither the build prompts nor the calibration's (checked below)
 LINE = f'/contrast terse "{TERSE}" "{VERBOSE}"'
 
 
@@ -54,15 +53,14 @@ def test_the_calibrated_strength_is_fluent_and_shorter_on_unseen_questions(
 ) -> None:
     core, _, _ = calibrated
     vec = core.steering.vectors["terse"]
-    assert not set(QUESTIONS) & (set(neutral_prompts()) | set(calibration_prompts()))
-    sampling = LONG  # the unsteered replies to QUESTIONS at this setting are `unseen_plain`
+    assert not set(UNSEEN) & (set(neutral_prompts()) | set(calibration_prompts()))
     control = core.steering.buffer(
         {"terse": Active(vec.recommended_strength, vec.recommended_range)}
     )
-    plain = summarise(0.0, score(core, QUESTIONS, unseen_plain))
+    plain = summarise(0.0, score(core, UNSEEN, unseen_plain))
     steered = summarise(
         vec.recommended_strength,
-        score(core, QUESTIONS, answer_all(core, QUESTIONS, control, sampling)),
+        score(core, UNSEEN, answer_all(core, UNSEEN, control, LONG)),
     )
     print(f"unsteered {plain}, steered {steered}")
     assert steered.tokens <= 0.4 * plain.tokens, (plain, steered)  # at least 60% shorter

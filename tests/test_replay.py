@@ -127,6 +127,13 @@ def test_replay_command_in_the_chat(core) -> None:
     assert core.turns == [] and core.steering.vectors == {}  # the chat itself is untouched
 
 
+def test_replay_in_the_chat_refuses_a_missing_vector_file_before_starting(core, copy) -> None:
+    shutil.rmtree(copy.parent / "terse_midway.vectors")
+    outcome = core.submit(f"/replay {copy}")
+    assert outcome.job is None and len(outcome.errors) == 1
+    assert "vector 'terse' file 'terse_midway.vectors/terse.gguf' is missing" in outcome.errors[0]
+
+
 def test_steer_override_names_an_unknown_vector(copy: Path) -> None:
     proc = replay(str(copy), "--steer", "nope=1")
     assert proc.returncode == 2 and "--steer nope: no such vector" in proc.stderr
