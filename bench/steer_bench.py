@@ -157,6 +157,68 @@ def workbench(model: Model, steering: Steering, rounds: int) -> None:
     )
 
 
+def calibration_time(model: Model, rounds: int) -> None:
+    """/contrast terse's two parts, ABBA-paired: capture and maths (24 pairs), then the
+    calibration, batched (what /contrast does) and one reply at a time."""
+    from repl.calibrate import N_PROMPTS, Unbatched, _calibrate, _Progress
+    from repl.core import Core
+    from vectors import calibration_prompts
+
+    core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0, max_tokens=48))
+    core.steering.probe()
+    prompts = calibration_prompts()[:N_PROMPTS]
+    got: dict[str, list[float]] = {"capture": [], "batched": [], "one at a time": []}
+    chosen: dict[str, float] = {}
+
+    def capture() -> None:
+        core.steering.vectors.pop("terse", None)
+        core.steering.contrast(
+            "terse",
+            instruction_pairs(TERSE, VERBOSE, 24),
+            method="mean",
+            chat_format=True,
+            last_k=1,
+            provenance={},
+        )
+
+    def calibrated(batched) -> float:
+        cal = _calibrate(
+            batched,
+            "terse",
+            TERSE,
+            VERBOSE,
+            (9, 13),
+            prompts,
+            40,
+            "add",
+            _Progress(None, 0, 1),
+            None,
+        )
+        return cal.strength
+
+    for order in [("batched", "one at a time"), ("one at a time", "batched")] * rounds:
+        start = time.perf_counter()
+        capture()
+        got["capture"].append(time.perf_counter() - start)
+        for how in order:
+            start = time.perf_counter()
+            if how == "batched":
+                with core.batch() as batched:
+                    chosen[how] = calibrated(batched)
+            else:
+                chosen[how] = calibrated(Unbatched(core))
+            got[how].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in got.items()}
+    print(f"/contrast terse, 24 pairs, medians of {2 * rounds} (ABBA):")
+    print(f"  capture + maths        : {med['capture']:6.2f} s")
+    for how in ("batched", "one at a time"):
+        print(
+            f"  calibration, {how:<13}: {med[how]:6.2f} s = {med[how] / med['capture']:.2f}x "
+            f"capture; recommends {chosen[how]:g}"
+        )
+    print(f"  one at a time / batched: {med['one at a time'] / med['batched']:.2f}")
+
+
 def main() -> None:
     model = Model()
     print(f"model: {model.name}")
@@ -164,6 +226,7 @@ def main() -> None:
     capture_throughput(model, 3)
     steered_decode(model, steering, 8, 256)
     workbench(model, steering, 5)
+    calibration_time(model, 2)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import numpy as np
 from engine.lora import LoraAdapter
 from engine.model import Model, TemplateError
 
+BATCH_SEQS = 32  # sequences a context holds: the chat's (0) and engine/batch.py's
+
 
 class EngineError(Exception):
     """llama.cpp failed while evaluating; the context has been reset and stays usable."""
@@ -104,6 +106,10 @@ class ChatContext:
         params.n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
         params.n_batch = n_batch
         params.n_ubatch = n_batch
+        # The chat is sequence 0; engine/batch.py writes and scores many short sequences in
+        # the others, in the same cells (unified), so it costs no memory of its own.
+        params.n_seq_max = BATCH_SEQS
+        params.kv_unified = True
         params.n_threads = threads
         params.n_threads_batch = threads
         # llama.cpp's CPU flash-attention path made a 20-token turn at 1,100 tokens of context
@@ -127,6 +133,7 @@ class ChatContext:
         self._writing: np.ndarray | None = None
         self._phase = "write"
         self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
+        self._batch_open = False  # an engine.batch.Batch holds sequences 1..
 
     @property
     def steered(self) -> bool:
@@ -221,10 +228,18 @@ class ChatContext:
         return len(self._cached)
 
     def reset(self) -> None:
-        """Forget the KV cache; the next reply evaluates its whole prompt."""
-        llama_cpp.llama_memory_clear(self._mem, True)
+        """Forget the KV cache; the next reply evaluates its whole prompt. While a Batch is
+        open only the chat's own sequence goes: the batch's kept prompts stay valid."""
+        if self._batch_open:
+            llama_cpp.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        else:
+            llama_cpp.llama_memory_clear(self._mem, True)
         self._cached = []
         self._starts = []
+
+    def _steering_key(self) -> tuple:
+        """What is in force, in a form that compares equal when nothing changed."""
+        return (self._control, self._loras)
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         return len(self.model.chat_tokens(messages))
@@ -277,7 +292,7 @@ class ChatContext:
             del self._cached[n:]
             self._starts = [s for s in self._starts if s < n]
 
-    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """The prompt's tokens; a template that cannot render them is an EngineError."""
         try:
             return self.model.chat_tokens(messages)
@@ -294,7 +309,7 @@ class ChatContext:
         evaluated in batches that ask llama.cpp for logits at every position.
         """
         with self._lock:
-            prompt = self._prompt(messages)
+            prompt = self.prompt_tokens(messages)
             tokens = prompt + list(token_ids)
             if len(tokens) > self.n_ctx:
                 raise ContextFullError(
@@ -361,7 +376,7 @@ class ChatContext:
 
     def _generate(self, messages, sampling, on_token, cancel) -> Reply:
         t0 = time.perf_counter()
-        prompt = self._prompt(messages)
+        prompt = self.prompt_tokens(messages)
         if len(prompt) >= self.n_ctx:
             raise ContextFullError(
                 f"context full: the conversation is {len(prompt)} tokens and the context holds "

@@ -120,9 +120,11 @@ def preorder(root: Node) -> list[Node]:
     return out
 
 
-def schedule(root: Node, n_batch: int, max_seqs: int) -> list[Step]:
+def schedule(root: Node, n_batch: int, max_seqs: int, keep_leaves: bool = False) -> list[Step]:
     """Batches of at most n_batch tokens that never hold a node together with its parent;
-    sets every node's `seq`. Raises TooDeep if max_seqs sequences are not enough."""
+    sets every node's `seq`. Raises TooDeep if max_seqs sequences are not enough.
+
+    keep_leaves: a leaf's sequence is not freed (nor reused): replies are written after it."""
     order = preorder(root)
     free = list(range(max_seqs - 1, -1, -1))
     steps: list[Step] = []
@@ -150,7 +152,7 @@ def schedule(root: Node, n_batch: int, max_seqs: int) -> list[Step]:
             step.nodes.append(node)
             in_step.add(id(node))
             used += len(node.tokens)
-            if node.prompts:
+            if node.prompts and not keep_leaves:
                 step.frees.append(node.seq)
             i += 1
         if not step.nodes:

@@ -4,12 +4,16 @@ A vector's unit (strength 1 = the mean contrast difference) is the same at every
 much of it a model tolerates is not: the terse vector broke the text at 1 and read naturally at
 0.3. So after building, /contrast answers a few held-out questions (vectors/data/calibration_
 prompts.txt) greedily at a few strengths, scores every reply with the unsteered model, and
-recommends by the rule in vectors/calibration.py. The replies are made with the machinery
-/sweep uses (`Core.answer`, then scoring with no steering so each prompt stays cached), and the
-walk up the strength ladder stops at the first strength that is not fluent, which keeps the
-cost near the capture's.
+recommends by the rule in vectors/calibration.py. The walk up the strength ladder stops at
+the first strength that is not fluent.
 
-The same measurements serve bench/efficacy_bench.py with longer replies.
+The work is batched (engine/batch.py, through `Core.batch`): the questions of one strength are
+answered side by side, and the scoring prompts (each question plain and with each instruction)
+are read once and kept, so every later scoring evaluates only the reply. Batched replies can
+part from one-at-a-time ones at a near tie (float rounding), so a calibration makes all of its
+own replies and scores the same way.
+
+The same measurements, one reply at a time (what `/steer` gives), serve bench/efficacy_bench.py.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.batch import BatchFull
 from engine.chat import Reply, Sampling
 from repl.steering import Active
 from vectors import calibration_prompts
 from vectors.calibration import RULE, Point, choose, degeneration, is_fluent
 
 if TYPE_CHECKING:  # repl.core imports the commands, which import this module
-    from repl.core import Core
+    from repl.core import Batched, Core
 
 LADDER = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0)
 START = 0.3  # first rung tried: fluent for every vector measured so far on the default model
@@ -80,6 +85,79 @@ def answer_all(
         if tick is not None:
             tick()
     return replies
+
+
+class Scorer:
+    """Scores replies to a fixed list of questions with no steering, batched: the plain and
+    instructed prompts are read once, then each scoring evaluates only the replies."""
+
+    def __init__(
+        self,
+        batched: Batched,
+        questions: list[str],
+        positive: str | None = None,
+        negative: str | None = None,
+    ) -> None:
+        self.batched = batched
+        self.effects = bool(positive and negative)
+        asked = [user(q) for q in questions]
+        if self.effects:
+            asked += [user(instructed(q, positive)) for q in questions]  # type: ignore[arg-type]
+            asked += [user(instructed(q, negative)) for q in questions]  # type: ignore[arg-type]
+        self.questions = questions
+        self.handles = batched.keep_unsteered(asked)
+
+    def __call__(self, replies: list[Reply], effect: bool = True) -> list[Scored]:
+        """Each reply's measures; `effect=False` leaves the effect out (two scorings fewer)."""
+        n = len(self.questions)
+        views = 3 if self.effects and effect else 1
+        items = [
+            (self.handles[v * n + i], reply.token_ids)
+            for v in range(views)
+            for i, reply in enumerate(replies)
+        ]
+        scores = self.batched.score_unsteered(items)
+        out = []
+        for i, (question, reply) in enumerate(zip(self.questions, replies, strict=True)):
+            ids = reply.token_ids
+            if not ids:
+                out.append(Scored(question, reply, math.nan, 0.0, None))
+                continue
+            change = None
+            if views == 3:
+                change = float(np.sum(scores[n + i]) - np.sum(scores[2 * n + i])) / len(ids)
+            nll = -float(np.mean(scores[i]))
+            out.append(Scored(question, reply, nll, degeneration(ids), change))
+        return out
+
+
+class Unbatched:
+    """`repl.core.Batched`'s three calls made one reply at a time (`Core.answer`, and scoring
+    that keeps each prompt cached): for a context window too small for a batch, and for the
+    bench that compares the two."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.kept: list[list[dict[str, str]]] = []
+
+    def answer(self, conversations, control, max_tokens, cancel=None, on_done=None):
+        sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
+        replies: list[Reply] = []
+        for conversation in conversations:
+            reply = self.core.answer(conversation, control, sampling, cancel)
+            if reply.interrupted:
+                return None
+            replies.append(reply)
+            if on_done is not None:
+                on_done()
+        return replies
+
+    def keep_unsteered(self, conversations: list[list[dict[str, str]]]) -> list[int]:
+        self.kept += conversations
+        return list(range(len(self.kept) - len(conversations), len(self.kept)))
+
+    def score_unsteered(self, items: list[tuple[int, list[int]]]) -> list[np.ndarray]:
+        return [np.asarray(self.core.score_unsteered(self.kept[h], ids)) for h, ids in items]
 
 
 def score(
@@ -133,6 +211,7 @@ class Calibration:
     seconds: float = 0.0
     mode: str = "add"
     prompted: Point | None = None  # replies to the positively instructed prompts, unsteered
+    batched: bool = True  # False when the context had no room and replies came one by one
 
     @property
     def ladder(self) -> tuple[float, ...]:
@@ -171,6 +250,7 @@ class Calibration:
                 "fluent": [self.fluent(p) for p in self.points],
                 "chosen": None if chosen is None else chosen.strength,
                 "seconds": round(self.seconds, 2),
+                "batched": self.batched,
             },
         }
 
@@ -215,30 +295,45 @@ def calibrate(
     With instructions, the replies to the positively instructed prompt are measured first:
     their cost is the fluency allowance (vectors/calibration.py).
     """
-    start = time.perf_counter()
     vec = core.steering.vectors[name]
     layers = layers or vec.recommended_range or (1, core.model.n_layer - 1)
     prompts = prompts or calibration_prompts()[:N_PROMPTS]
-    sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
     progress = _Progress(on_progress, progress_offset, len(prompts) * (5 if positive else 4))
+    job = (name, positive, negative, layers, prompts, max_tokens, mode, progress, cancel)
+    try:
+        with core.batch() as batched:
+            return _calibrate(batched, *job)
+    except BatchFull:  # a small context window (--ctx): the same work, one reply at a time
+        return _calibrate(Unbatched(core), *job)
 
-    def measure(strength: float, asked: list[str] | None = None) -> Point | None:
-        control = None
-        if strength:
-            control = core.steering.control({name: Active(float(strength), layers, mode)})
-        replies = answer_all(core, asked or prompts, control, sampling, cancel, progress.tick)
-        if replies is None:
-            return None
-        return summarise(strength, score(core, prompts, replies, positive, negative))
 
-    baseline = measure(0.0)
-    if baseline is None:
+def _calibrate(
+    batched: Batched, name, positive, negative, layers, prompts, max_tokens, mode, progress, cancel
+) -> Calibration | None:
+    start = time.perf_counter()
+    steering = batched.core.steering
+    scorer = Scorer(batched, prompts, positive, negative)
+
+    def measure(strength: float) -> Point | None:
+        control = steering.control({name: Active(float(strength), layers, mode)})
+        conversations = [user(q) for q in prompts]
+        replies = batched.answer(conversations, control, max_tokens, cancel, progress.tick)
+        return None if replies is None else summarise(strength, scorer(replies))
+
+    # unsteered, the plain questions and (with instructions) the positively instructed ones
+    # are answered in one batch
+    asked = [instructed(q, positive) for q in prompts] if positive else []
+    conversations = [user(q) for q in prompts + asked]
+    replies = batched.answer(conversations, None, max_tokens, cancel, progress.tick)
+    if replies is None:
         return None
+    n = len(prompts)
+    baseline = summarise(0.0, scorer(replies[:n]))
     result = Calibration(layers, prompts, max_tokens, baseline, mode=mode)
+    result.batched = not isinstance(batched, Unbatched)
     if positive:
-        result.prompted = measure(0.0, [instructed(q, positive) for q in prompts])
-        if result.prompted is None:
-            return None
+        # the prompted replies are held to their NLL only (their effect is not used)
+        result.prompted = summarise(0.0, scorer(replies[n:], effect=False))
     for strength in _walk(result):
         point = measure(strength)
         if point is None:

@@ -7,10 +7,15 @@ whatever thread suits it (a Textual worker, the main thread of the plain REPL).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
+from engine.batch import Batch
 from engine.chat import ChatContext, ContextFullError, EngineError, Reply, Sampling, TokenCallback
 from engine.lora import AdapterLoadError
 from engine.model import Model
@@ -35,6 +40,37 @@ class Turn:
     @property
     def interrupted(self) -> bool:
         return self.reply is not None and self.reply.interrupted
+
+
+@dataclass
+class Batched:
+    """A Core's engine Batch (engine/batch.py), taking messages and putting steering in force."""
+
+    core: Core
+    batch: Batch
+
+    def answer(
+        self,
+        conversations: list[list[dict[str, str]]],
+        control: Any,
+        max_tokens: int,
+        cancel: threading.Event | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> list[Reply] | None:
+        """Greedy replies under `control`, written together; None if cancelled."""
+        self.core._apply(control)
+        prompts = [self.core.ctx.prompt_tokens(m) for m in conversations]
+        return self.batch.write(prompts, max_tokens, cancel, on_done)
+
+    def keep_unsteered(self, conversations: list[list[dict[str, str]]]) -> list[int]:
+        """Read these prompts once, unsteered, for `score_unsteered`; a handle for each."""
+        self.core._apply(None)
+        return self.batch.keep([self.core.ctx.prompt_tokens(m) for m in conversations])
+
+    def score_unsteered(self, items: list[tuple[int, list[int]]]) -> list[np.ndarray]:
+        """Log-probability of each reply token after its kept prompt, with no steering."""
+        self.core._apply(None)
+        return self.batch.score(items)
 
 
 def steering_text(steering: list[dict[str, Any]]) -> str:
@@ -205,6 +241,13 @@ class Core:
             self._apply(None)
             return self.ctx.score(messages, token_ids)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Batched]:
+        """Many greedy replies and scorings side by side (a calibration); the chat's own replies
+        wait until the block ends, and its cache is emptied as by any change of steering."""
+        with self._lock, Batch(self.ctx) as batch:
+            yield Batched(self, batch)
+
     def _apply(self, control: Control | Any) -> None:
         """Put `control` in force on the chat context: both halves, each emptying the KV cache
         only when it changes."""
@@ -231,7 +274,7 @@ class Core:
         """Run a command's long job (see Outcome.job); failures come back as one-line errors."""
         try:
             result = outcome.job(on_progress, cancel)
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, EngineError) as exc:
             return Outcome.error(f"{outcome.job_label} failed: {exc}")
         if result.changed and outcome.job_line:
             self.record(result, lambda r: r.command(outcome.job_line))

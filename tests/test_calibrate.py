@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from engine import ChatContext, Model, Sampling
+from engine.batch import BatchFull
 from repl.calibrate import START, answer_all, score, summarise
 from repl.core import Core
 from repl.steering import Active
@@ -39,7 +40,7 @@ def test_calibration_recommends_a_fluent_strength_below_the_old_default(calibrat
     assert cal["prompts"] == calibration_prompts()[:3] and not set(cal["prompts"]) & set(
         vec.meta["prompts"]
     )
-    assert cal["chosen"] == vec.recommended_strength
+    assert cal["chosen"] == vec.recommended_strength and cal["batched"] is True
     assert 0 < vec.recommended_strength < 1.0  # strength 1 broke the text (2.7x NLL)
     assert cal["layers"] == list(vec.recommended_range)
     assert "fluent = no empty reply" in cal["rule"]
@@ -145,3 +146,25 @@ def test_method_replies_reads_what_the_model_wrote(core: Core) -> None:
         "--method replies needs chat prompts"
         in core.submit("/contrast x --pairs p.tsv --raw --method replies").errors[0]
     )
+
+
+def test_a_context_too_small_for_a_batch_calibrates_one_reply_at_a_time(
+    model: Model, steering
+) -> None:
+    """`steer chat --ctx 256`: the calibration's batch finds no room in the KV cache, so the
+    calibration falls back to one reply at a time instead of failing; the chat goes on."""
+    from repl.calibrate import calibrate
+
+    ctx = ChatContext(model, n_ctx=256)
+    core = Core(model, ctx, Sampling(temperature=0.0, max_tokens=16))
+    core.steering = steering
+    asked = [[{"role": "user", "content": q}] for q in neutral_prompts()[:8]]
+    with core.batch() as batched, pytest.raises(BatchFull):  # the batch alone does not fit
+        batched.answer(asked, None, 40)
+    two = UNSEEN[:2]  # kept short: this runs one reply at a time
+    result = calibrate(core, "terse", TERSE, VERBOSE, layers=(9, 13), prompts=two, max_tokens=16)
+    assert result is not None and not result.batched
+    assert result.points and result.baseline.tokens > 0
+    assert result.strength in [p.strength for p in result.points]
+    assert ctx.generate([{"role": "user", "content": "Hi"}], Sampling(0.0, max_tokens=4)).tokens
+    ctx.close()

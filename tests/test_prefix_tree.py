@@ -14,10 +14,13 @@ from engine.prefix_tree import TooDeep, prefix_tree, preorder, schedule
 from tests.conftest import examples
 
 
-def simulate(prompts: list[list[int]], ks: list[int], n_batch: int, max_seqs: int) -> int:
-    """Run the schedule on a model of the KV cache; returns the tokens evaluated."""
+def simulate(
+    prompts: list[list[int]], ks: list[int], n_batch: int, max_seqs: int, keep: bool = False
+) -> int:
+    """Run the schedule on a model of the KV cache; returns the tokens evaluated. keep: the
+    leaves' sequences must be left holding their prompts (replies are written after them)."""
     root = prefix_tree(prompts, ks)
-    steps = schedule(root, n_batch, max_seqs)
+    steps = schedule(root, n_batch, max_seqs, keep_leaves=keep)
     seqs: dict[int, list[int]] = {}
     seen: dict[int, int] = {}
     evaluated = 0
@@ -41,7 +44,13 @@ def simulate(prompts: list[list[int]], ks: list[int], n_batch: int, max_seqs: in
         for seq in step.frees:
             del seqs[seq]
     assert seen == {i: 1 for i in range(len(prompts))}
-    assert not seqs, "sequences left behind"
+    if keep:
+        leaves = [n for n in preorder(root) if n.prompts]
+        assert sorted(seqs) == sorted(n.seq for n in leaves), "a leaf lost its sequence"
+        for leaf in leaves:
+            assert all(seqs[leaf.seq] == prompts[i] for i in leaf.prompts)
+    else:
+        assert not seqs, "sequences left behind"
     assert evaluated == sum(len(n.tokens) for n in preorder(root))
     return evaluated
 
@@ -63,6 +72,15 @@ def test_schedule_evaluates_every_prompt_once(cases, n_batch) -> None:
     ks = [1 + r % len(p) for p, r in cases]  # read out 1..len(p) last tokens
     evaluated = simulate(prompts, ks, n_batch, max_seqs=16)
     assert evaluated <= sum(len(p) for p in prompts)
+
+
+@given(cases=cases, n_batch=st.integers(12, 40))
+@example(cases=[([1, 2, 3], 0), ([1, 2, 3], 0), ([1, 2], 0)], n_batch=12)
+@settings(max_examples=examples(200))
+def test_kept_leaves_hold_their_prompts_in_sequences_of_their_own(cases, n_batch) -> None:
+    """engine/batch.py writes a reply after each prompt, so no leaf's sequence is reused."""
+    prompts = [p for p, _ in cases]
+    simulate(prompts, [1] * len(prompts), n_batch, max_seqs=32, keep=True)
 
 
 def test_pairs_share_the_system_prompt_and_the_question() -> None:
