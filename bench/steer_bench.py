@@ -23,11 +23,8 @@ VERBOSE = "Respond in great detail, at length."
 STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
 
 
-def build_time(model: Model) -> Steering:
-    steering = Steering(model)
-    steering.probe()  # context creation is not part of building
-    steering.model_sha256()
-    start = time.perf_counter()
+def build_terse(steering: Steering) -> None:
+    """/contrast terse's capture and maths on the 24 default pairs, no calibration."""
     steering.contrast(
         "terse",
         instruction_pairs(TERSE, VERBOSE, 24),
@@ -36,6 +33,14 @@ def build_time(model: Model) -> Steering:
         last_k=1,
         provenance={},
     )
+
+
+def build_time(model: Model) -> Steering:
+    steering = Steering(model)
+    steering.probe()  # context creation is not part of building
+    steering.model_sha256()
+    start = time.perf_counter()
+    build_terse(steering)
     spent = time.perf_counter() - start
     vec = steering.vectors["terse"]
     print(
@@ -172,14 +177,7 @@ def calibration_time(model: Model, rounds: int) -> None:
 
     def capture() -> None:
         core.steering.vectors.pop("terse", None)
-        core.steering.contrast(
-            "terse",
-            instruction_pairs(TERSE, VERBOSE, 24),
-            method="mean",
-            chat_format=True,
-            last_k=1,
-            provenance={},
-        )
+        build_terse(core.steering)
 
     def calibrated(batched) -> float:
         cal = _calibrate(

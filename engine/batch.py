@@ -45,7 +45,7 @@ class _Kept:
 
 
 class Batch:
-    """Sequences 1.. of a chat context, for one job (a calibration, a sweep); use it in a
+    """Sequences 1.. of a chat context, for one job (a calibration); use it in a
     `with` block so the cache is emptied at the end whatever happens."""
 
     def __init__(self, ctx: ChatContext) -> None:

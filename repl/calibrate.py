@@ -76,9 +76,14 @@ def answer_all(
     tick: Callable[[], None] | None = None,
 ) -> list[Reply] | None:
     """Each question answered on its own under `control`; None as soon as one is cancelled."""
+    return one_by_one(core, [user(q) for q in questions], control, sampling, cancel, tick)
+
+
+def one_by_one(core: Core, conversations, control, sampling, cancel=None, tick=None):
+    """Each conversation answered in turn (`Core.answer`); None as soon as one is cancelled."""
     replies = []
-    for question in questions:
-        reply = core.answer(user(question), control, sampling, cancel)
+    for conversation in conversations:
+        reply = core.answer(conversation, control, sampling, cancel)
         if reply.interrupted:
             return None
         replies.append(reply)
@@ -142,15 +147,7 @@ class Unbatched:
 
     def answer(self, conversations, control, max_tokens, cancel=None, on_done=None):
         sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
-        replies: list[Reply] = []
-        for conversation in conversations:
-            reply = self.core.answer(conversation, control, sampling, cancel)
-            if reply.interrupted:
-                return None
-            replies.append(reply)
-            if on_done is not None:
-                on_done()
-        return replies
+        return one_by_one(self.core, conversations, control, sampling, cancel, on_done)
 
     def keep_unsteered(self, conversations: list[list[dict[str, str]]]) -> list[int]:
         self.kept += conversations
