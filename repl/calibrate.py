@@ -113,13 +113,15 @@ class Scorer:
         self.handles = batched.keep_unsteered(asked)
 
     def __call__(self, replies: list[Reply], effect: bool = True) -> list[Scored]:
-        """Each reply's measures; `effect=False` leaves the effect out (two scorings fewer)."""
+        """Each reply's measures; `effect=False` leaves the effect out (two scorings fewer).
+        One reply's scorings come together (plain, positive, negative), so one at a time the
+        question stays cached between them."""
         n = len(self.questions)
         views = 3 if self.effects and effect else 1
         items = [
             (self.handles[v * n + i], reply.token_ids)
-            for v in range(views)
             for i, reply in enumerate(replies)
+            for v in range(views)
         ]
         scores = self.batched.score_unsteered(items)
         out = []
@@ -128,10 +130,11 @@ class Scorer:
             if not ids:
                 out.append(Scored(question, reply, math.nan, 0.0, None))
                 continue
+            mine = scores[i * views : (i + 1) * views]
             change = None
             if views == 3:
-                change = float(np.sum(scores[n + i]) - np.sum(scores[2 * n + i])) / len(ids)
-            nll = -float(np.mean(scores[i]))
+                change = (float(np.sum(mine[1])) - float(np.sum(mine[2]))) / len(ids)
+            nll = -float(np.mean(mine[0]))
             out.append(Scored(question, reply, nll, degeneration(ids), change))
         return out
 
@@ -164,22 +167,9 @@ def score(
     positive: str | None = None,
     negative: str | None = None,
 ) -> list[Scored]:
-    """Score replies to the bare questions with no steering; the effect needs both
-    instructions. All of one reply's scorings run back to back, so the question stays cached."""
-    out = []
-    for question, reply in zip(questions, replies, strict=True):
-        ids = reply.token_ids
-        if not ids:
-            out.append(Scored(question, reply, math.nan, 0.0, None))
-            continue
-        nll = -float(np.mean(core.score_unsteered(user(question), ids)))
-        effect = None
-        if positive and negative:
-            pos = core.score_unsteered(user(instructed(question, positive)), ids)
-            neg = core.score_unsteered(user(instructed(question, negative)), ids)
-            effect = (float(np.sum(pos)) - float(np.sum(neg))) / len(ids)
-        out.append(Scored(question, reply, nll, degeneration(ids), effect))
-    return out
+    """Score replies to the bare questions with no steering, one at a time (the chat's own
+    scoring, as /sweep's); the effect needs both instructions."""
+    return Scorer(Unbatched(core), questions, positive, negative)(replies)
 
 
 def summarise(strength: float, scored: list[Scored]) -> Point:
