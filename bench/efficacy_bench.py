@@ -226,7 +226,10 @@ class Result:
         if self.concept.kind == "verbosity":
             cut = 1 - s.tokens / u.tokens
             ok = cut >= 0.60 and fluent
-            return f"{'PASS' if ok else 'FAIL'}: {cut:.0%} shorter at {ratio:.2f}x NLL"
+            return (
+                f"{'PASS' if ok else 'FAIL'}: {cut:.0%} shorter at {ratio:.2f}x NLL, "
+                f"rep3 {s.rep3 - u.rep3:+.2f}"
+            )
         gain, prompt_gain = s.marker - u.marker, p.marker - u.marker
         strong = s.marker >= 2 * u.marker and s.marker > u.marker
         half = prompt_gain <= 0 or gain >= 0.5 * prompt_gain
@@ -234,7 +237,7 @@ class Result:
         share = gain / prompt_gain if prompt_gain > 0 else math.nan
         return (
             f"{'PASS' if ok else 'FAIL'}: marker {u.marker:.2f} -> {s.marker:.2f} "
-            f"({share:.0%} of the prompt's gain) at {ratio:.2f}x NLL"
+            f"({share:.0%} of the prompt's gain) at {ratio:.2f}x NLL, rep3 {s.rep3 - u.rep3:+.2f}"
         )
 
 
