@@ -42,6 +42,7 @@ class BatchFull(EngineError):
 class _Kept:
     seq: int
     tokens: list[int]  # the prompt; its last token is evaluated with each reply
+    under: tuple  # the steering it was read under (ChatContext._steering_key)
 
 
 class Batch:
@@ -52,7 +53,6 @@ class Batch:
         self.ctx = ctx
         self._free = list(range(SEQS - 1, 0, -1))
         self._kept: list[_Kept] = []
-        self._kept_under: object = None  # the steering the kept prompts were read under
 
     def __enter__(self) -> Batch:
         with self.ctx._lock:
@@ -250,11 +250,11 @@ class Batch:
                 seqs, _ = self._read([list(h) for h in unique], None)
                 assert seqs is not None
                 by_head = dict(zip(unique, seqs, strict=True))
-            self._kept_under = ctx._steering_key()
+            under = ctx._steering_key()
             handles = []
             for p, h in zip(prompts, heads, strict=True):
                 handles.append(len(self._kept))
-                self._kept.append(_Kept(by_head[tuple(h)], list(p)))
+                self._kept.append(_Kept(by_head[tuple(h)], list(p), under))
             return handles
 
     def score(self, items: list[tuple[int, list[int]]]) -> list[np.ndarray]:
@@ -262,7 +262,8 @@ class Batch:
         steering the prompts were kept under (it must be in force again)."""
         ctx = self.ctx
         with ctx._lock:
-            if ctx._steering_key() != self._kept_under:
+            now = ctx._steering_key()
+            if any(self._kept[handle].under != now for handle, _ in items):
                 raise EngineError("scoring needs the steering its prompts were read under")
             ctx._apply("write")
             out = [np.zeros(0) for _ in items]
