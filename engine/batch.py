@@ -30,8 +30,6 @@ import numpy as np
 from engine.chat import BATCH_SEQS, ChatContext, EngineError, Reply, _log_softmax_at
 from engine.prefix_tree import Node, TooDeep, prefix_tree, schedule
 
-SEQS = BATCH_SEQS  # sequences the chat context is made with
-
 
 class BatchFull(EngineError):
     """More sequences, or more tokens, at once than the context has room for; the caller
@@ -45,13 +43,28 @@ class _Kept:
     under: tuple  # the steering it was read under (ChatContext._steering_key)
 
 
+@dataclass
+class _Scoring:
+    """One reply being scored: its scratch sequence and how far its tokens have gone."""
+
+    item: int
+    kept: _Kept
+    tokens: list[int]  # the prompt's last token, then the reply but its last
+    targets: list[int]  # the reply: what each of `tokens` predicts
+    done: int = 0
+    seq: int = -1
+
+
+Row = tuple[int, int, int, bool]  # token, position, sequence, logits wanted
+
+
 class Batch:
-    """Sequences 1.. of a chat context, for one job (a calibration); use it in a
-    `with` block so the cache is emptied at the end whatever happens."""
+    """Sequences 1.. of a chat context, for one job (a calibration); use it in a `with` block
+    so the cache is emptied at the end whatever happens."""
 
     def __init__(self, ctx: ChatContext) -> None:
         self.ctx = ctx
-        self._free = list(range(SEQS - 1, 0, -1))
+        self._free = list(range(BATCH_SEQS - 1, 0, -1))
         self._kept: list[_Kept] = []
 
     def __enter__(self) -> Batch:
@@ -81,55 +94,51 @@ class Batch:
         ctx = self.ctx
         with ctx._lock:
             t0 = time.perf_counter()
-            unique = list(dict.fromkeys(tuple(p) for p in prompts))
-            seqs, firsts = self._read([list(p) for p in unique], cancel)
+            unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
+            seqs, rows = self._read(unique, cancel)
             if seqs is None:
                 return None
+            t_first = time.perf_counter()
             ctx._apply("write")
             out: list[list[int]] = [[] for _ in unique]
             reasons = ["length"] * len(unique)
-            pos = [len(p) for p in unique]
-            live = []
-            for i, logits in enumerate(firsts):
-                if self._take(i, logits, out, reasons, max_tokens):
-                    live.append(i)
-                elif on_done is not None:
-                    on_done()
-            t_first = time.perf_counter()
-            steps = 0
+            live = list(range(len(unique)))
             try:
-                while live:
-                    if cancel is not None and cancel.is_set():
-                        return None
-                    rows = self._step([(seqs[i], out[i][-1], pos[i]) for i in live])
-                    steps += 1
+                while True:
                     still = []
                     for i, logits in zip(live, rows, strict=True):
-                        pos[i] += 1
                         if self._take(i, logits, out, reasons, max_tokens):
                             still.append(i)
                         elif on_done is not None:
                             on_done()
                     live = still
+                    if not live:
+                        break
+                    if cancel is not None and cancel.is_set():
+                        return None
+                    # each live sequence's newest token, at the position after its last
+                    step = [
+                        (out[i][-1], len(unique[i]) + len(out[i]) - 1, seqs[i], True) for i in live
+                    ]
+                    rows = list(self._run(step))
             finally:
-                for seq in seqs:
-                    llama_cpp.llama_memory_seq_rm(ctx._mem, seq, -1, -1)
-                self._free.extend(seqs)
+                self._release(seqs)
             elapsed = time.perf_counter() - t_first
-            written = sum(len(o) for o in out)
-            replies = {}
-            for i, key in enumerate(unique):
-                replies[key] = Reply(
+            rate = sum(len(o) for o in out) / elapsed if elapsed > 0 else 0.0
+            replies = {
+                tuple(prompt): Reply(
                     text=ctx.model.detokenize(out[i]),
                     tokens=len(out[i]),
                     finish_reason=reasons[i],
                     ttft_s=t_first - t0,
-                    tokens_per_s=written / elapsed if elapsed > 0 and steps else 0.0,
-                    prompt_tokens=len(key),
-                    prompt_tokens_evaluated=len(key),
+                    tokens_per_s=rate,
+                    prompt_tokens=len(prompt),
+                    prompt_tokens_evaluated=len(prompt),
                     seed=None,
                     token_ids=out[i],
                 )
+                for i, prompt in enumerate(unique)
+            }
             return [replies[tuple(p)] for p in prompts]
 
     def _take(self, i, logits, out, reasons, max_tokens) -> bool:
@@ -145,95 +154,71 @@ class Batch:
         """Evaluate prompts as a prefix tree under the prompt's steering; each keeps a
         sequence of its own. Returns the sequences and each prompt's last-token logits."""
         ctx = self.ctx
-        root = prefix_tree(prompts, [1] * len(prompts))
-        local = self._plan(root, len(prompts))
+        steps, planned = self._plan(prefix_tree(prompts, [1] * len(prompts)), len(prompts))
         seqs: list[int] = [0] * len(prompts)
-        firsts: list[np.ndarray | None] = [None] * len(prompts)
+        firsts: list[np.ndarray] = [np.zeros(0)] * len(prompts)
         ctx._apply("read")
-        taken: list[int] = []
+        done = False
         try:
-            for step in local:
+            for step in steps:
                 if cancel is not None and cancel.is_set():
                     return None, []
                 for src, dst in step.copies:
                     llama_cpp.llama_memory_seq_cp(ctx._mem, src, dst, -1, -1)
-                rows = self._decode_nodes(step.nodes, lambda node: bool(node.prompts))
-                for node, logits in rows:
+                for node, logits in self._decode_nodes(step.nodes):
                     for p in node.prompts:
-                        seqs[p] = node.seq
-                        firsts[p] = logits
-            taken = sorted(set(seqs))
-        finally:
-            if not taken:  # cancelled or failed: give every sequence of the plan back
-                for seq in self._planned:
-                    llama_cpp.llama_memory_seq_rm(ctx._mem, seq, -1, -1)
-                self._free.extend(self._planned)
-            else:
-                self._free.extend(s for s in self._planned if s not in taken)
+                        seqs[p], firsts[p] = node.seq, logits
+            done = True
+        finally:  # the plan's sequences that hold no prompt go back (all, if it stopped)
+            self._release([s for s in planned if not done or s not in seqs])
         return seqs, firsts
 
     def _plan(self, root: Node, leaves: int):
-        """Schedule `root` on free sequences, renumbering the plan's ids to real ones; the
-        leaves keep theirs. Takes every free sequence (`_planned`) until _read returns them."""
+        """Schedule `root` on the free sequences (all taken, for _read to give back what it
+        does not keep), with the plan's sequence numbers made real ones."""
         if leaves > len(self._free) - 1:
             raise BatchFull(f"{leaves} sequences at once; the context has {len(self._free)} free")
         try:
             steps = schedule(root, self.ctx.n_batch, len(self._free), keep_leaves=True)
         except TooDeep:
             raise BatchFull(f"{leaves} prompts nest too deeply for the free sequences") from None
-        self._planned = [self._free.pop() for _ in range(len(self._free))]
-        ids = self._planned
+        ids, self._free = self._free[::-1], []
         for step in steps:  # every node is in one step, so each is renumbered once
             step.copies = [(ids[a], ids[b]) for a, b in step.copies]
             for node in step.nodes:
                 node.seq = ids[node.seq]
-        return steps
+        return steps, ids
 
-    def _decode_nodes(self, nodes: list[Node], wants) -> list[tuple[Node, np.ndarray]]:
-        """One llama_decode of several nodes' stretches; logits of the last token of each node
-        `wants` selects."""
-        if len(nodes) == 1 and len(nodes[0].tokens) > self.ctx.n_batch:
-            return self._decode_long(nodes[0], wants)
-        n_total = sum(len(n.tokens) for n in nodes)
-        batch = llama_cpp.llama_batch_init(n_total, 0, 1)
-        picked: list[tuple[Node, int]] = []
-        try:
-            row = 0
-            for node in nodes:
-                for j, token in enumerate(node.tokens):
-                    last = j == len(node.tokens) - 1 and wants(node)
-                    _put(batch, row, token, node.start + j, node.seq, last)
-                    if last:
-                        picked.append((node, row))
-                    row += 1
-            batch.n_tokens = n_total
-            self._decode(batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        rows = self._all_logits(len(picked))
-        return [(node, rows[k]) for k, (node, _) in enumerate(picked)]
+    def _release(self, seqs) -> None:
+        """Empty these sequences and give them back."""
+        for seq in seqs:
+            llama_cpp.llama_memory_seq_rm(self.ctx._mem, seq, -1, -1)
+        self._free.extend(seqs)
 
-    def _decode_long(self, node: Node, wants) -> list[tuple[Node, np.ndarray]]:
-        """A stretch longer than a batch (a long conversation), in batch-sized pieces."""
+    def _decode_nodes(self, nodes: list[Node]) -> list[tuple[Node, np.ndarray]]:
+        """Decode several nodes' stretches; the logits of each prompt's (leaf's) last token.
+        A stretch longer than a batch (a long conversation) goes in batch-sized pieces."""
         size = self.ctx.n_batch
-        out: list[tuple[Node, np.ndarray]] = []
-        for at in range(0, len(node.tokens), size):
-            piece = Node(tokens=node.tokens[at : at + size], start=node.start + at, seq=node.seq)
-            wanted = at + size >= len(node.tokens) and wants(node)
-            out = self._decode_nodes([piece], lambda _, w=wanted: w)
-        return [(node, logits) for _, logits in out]
-
-    def _step(self, live: list[tuple[int, int, int]]) -> list[np.ndarray]:
-        """One token for each (sequence, token, position): the next logits of each."""
-        batch = llama_cpp.llama_batch_init(len(live), 0, 1)
-        try:
-            for row, (seq, token, pos) in enumerate(live):
-                _put(batch, row, token, pos, seq, True)
-            batch.n_tokens = len(live)
-            self._decode(batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        return list(self._all_logits(len(live)))
+        if len(nodes) == 1 and len(nodes[0].tokens) > size:
+            node = nodes[0]
+            for at in range(0, len(node.tokens), size):
+                piece = node.tokens[at : at + size]
+                last = at + size >= len(node.tokens) and bool(node.prompts)
+                rows = [
+                    (t, node.start + at + j, node.seq, last and j == len(piece) - 1)
+                    for j, t in enumerate(piece)
+                ]
+                logits = self._run(rows)
+            return [(node, logits[0])] if node.prompts else []
+        rows = []
+        leaves = []
+        for node in nodes:
+            for j, token in enumerate(node.tokens):
+                last = bool(node.prompts) and j == len(node.tokens) - 1
+                rows.append((token, node.start + j, node.seq, last))
+            if node.prompts:
+                leaves.append(node)
+        return list(zip(leaves, self._run(rows), strict=True))
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -242,20 +227,18 @@ class Batch:
         for `score` to answer many replies to them; returns a handle per prompt."""
         ctx = self.ctx
         with ctx._lock:
-            heads = [list(p[:-1]) for p in prompts]
+            heads = [tuple(p[:-1]) for p in prompts]
             if any(not h for h in heads):
                 raise ValueError("a scored prompt needs at least two tokens")
-            unique = list(dict.fromkeys(tuple(h) for h in heads))
-            if unique:
-                seqs, _ = self._read([list(h) for h in unique], None)
-                assert seqs is not None
-                by_head = dict(zip(unique, seqs, strict=True))
+            unique = list(dict.fromkeys(heads))
+            seqs, _ = self._read([list(h) for h in unique], None) if unique else ([], [])
+            by_head = dict(zip(unique, seqs or [], strict=True))
             under = ctx._steering_key()
-            handles = []
-            for p, h in zip(prompts, heads, strict=True):
-                handles.append(len(self._kept))
-                self._kept.append(_Kept(by_head[tuple(h)], list(p), under))
-            return handles
+            first = len(self._kept)
+            self._kept += [
+                _Kept(by_head[h], list(p), under) for p, h in zip(prompts, heads, strict=True)
+            ]
+            return list(range(first, len(self._kept)))
 
     def score(self, items: list[tuple[int, list[int]]]) -> list[np.ndarray]:
         """Log-probability of each token of each reply after its kept prompt, under the
@@ -267,83 +250,80 @@ class Batch:
                 raise EngineError("scoring needs the steering its prompts were read under")
             ctx._apply("write")
             out = [np.zeros(0) for _ in items]
-            # each item: its scratch sequence, the tokens to evaluate (the prompt's last, then
-            # the reply but its last) at positions from len(prompt)-1, all with logits
+            parts: dict[int, list[np.ndarray]] = {}
             queue = []
             for k, (handle, reply) in enumerate(items):
                 if reply:
                     kept = self._kept[handle]
-                    queue.append([k, kept, [kept.tokens[-1], *reply[:-1]], 0, -1])
-            scores: dict[int, list[np.ndarray]] = {k: [] for k, *_ in queue}
+                    queue.append(_Scoring(k, kept, [kept.tokens[-1], *reply[:-1]], list(reply)))
+                    parts[k] = []
             while queue:
-                chunks, used = [], 0
-                for entry in queue:
-                    k, kept, tokens, done, seq = entry
-                    room = ctx.n_batch - used
-                    if room <= 0:
-                        break
-                    if seq < 0:
-                        if not self._free:
-                            break
-                        seq = entry[4] = self._free.pop()
-                        llama_cpp.llama_memory_seq_cp(ctx._mem, kept.seq, seq, -1, -1)
-                    n = min(room, len(tokens) - done)
-                    chunks.append((entry, n))
-                    used += n
-                if not chunks:
-                    raise BatchFull("no free sequence to score a reply in")
-                rows = self._decode_chunks(chunks, used)
+                chunks = self._pack(queue)
+                logits = self._run(
+                    [
+                        (s.tokens[j], len(s.kept.tokens) - 1 + j, s.seq, True)
+                        for s, n in chunks
+                        for j in range(s.done, s.done + n)
+                    ]
+                )
                 at = 0
-                for entry, n in chunks:
-                    k, kept, tokens, done, seq = entry
-                    reply = items[k][1]
-                    targets = np.asarray(reply[done : done + n])
-                    scores[k].append(_log_softmax_at(rows[at : at + n], targets))
+                for s, n in chunks:
+                    targets = np.asarray(s.targets[s.done : s.done + n])
+                    parts[s.item].append(_log_softmax_at(logits[at : at + n], targets))
                     at += n
-                    entry[3] = done + n
-                    if entry[3] == len(tokens):
-                        llama_cpp.llama_memory_seq_rm(ctx._mem, seq, -1, -1)
-                        self._free.append(seq)
-                queue = [e for e in queue if e[3] < len(e[2])]
-            for k, parts in scores.items():
-                out[k] = np.concatenate(parts)
+                    s.done += n
+                    if s.done == len(s.tokens):
+                        self._release([s.seq])
+                queue = [s for s in queue if s.done < len(s.tokens)]
+            for k, got in parts.items():
+                out[k] = np.concatenate(got)
             return out
 
-    def _decode_chunks(self, chunks, used: int) -> np.ndarray:
-        batch = llama_cpp.llama_batch_init(used, 0, 1)
-        try:
-            row = 0
-            for (_, kept, tokens, done, seq), n in chunks:
-                base = len(kept.tokens) - 1
-                for j in range(done, done + n):
-                    _put(batch, row, tokens[j], base + j, seq, True)
-                    row += 1
-            batch.n_tokens = used
-            self._decode(batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        return self._all_logits(used)
+    def _pack(self, queue: list[_Scoring]) -> list[tuple[_Scoring, int]]:
+        """As many scorings' next tokens as one batch holds, each in its scratch sequence (a
+        copy of its kept prompt's cells, made when it first goes in)."""
+        chunks, used = [], 0
+        for s in queue:
+            room = self.ctx.n_batch - used
+            if room <= 0:
+                break
+            if s.seq < 0:
+                if not self._free:
+                    break
+                s.seq = self._free.pop()
+                llama_cpp.llama_memory_seq_cp(self.ctx._mem, s.kept.seq, s.seq, -1, -1)
+            n = min(room, len(s.tokens) - s.done)
+            chunks.append((s, n))
+            used += n
+        if not chunks:
+            raise BatchFull("no free sequence to score a reply in")
+        return chunks
 
     # -- llama.cpp ----------------------------------------------------------------------------
 
-    def _decode(self, batch) -> None:
-        rc = llama_cpp.llama_decode(self.ctx.ptr, batch)
+    def _run(self, rows: list[Row]) -> np.ndarray:
+        """One llama_decode of these rows; the logits of the rows that asked for them, in
+        order (copied)."""
+        batch = llama_cpp.llama_batch_init(len(rows), 0, 1)
+        try:
+            for i, (token, pos, seq, logits) in enumerate(rows):
+                batch.token[i] = token
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = logits
+            batch.n_tokens = len(rows)
+            rc = llama_cpp.llama_decode(self.ctx.ptr, batch)
+        finally:
+            llama_cpp.llama_batch_free(batch)
         if rc == 1:  # llama.cpp found no room in the KV cache for the batch
             raise BatchFull(
                 f"the context window ({self.ctx.n_ctx} tokens) has no room for this batch"
             )
         if rc != 0:
             raise EngineError(f"llama_decode failed with code {rc} in a batch")
-
-    def _all_logits(self, n: int) -> np.ndarray:
-        """The logits of the last decode's n outputs, in batch order (copied)."""
-        rows = llama_cpp.llama_get_logits(self.ctx.ptr)
-        return np.ctypeslib.as_array(rows, (n, self.ctx.model.n_vocab)).copy()
-
-
-def _put(batch, row: int, token: int, pos: int, seq: int, logits: bool) -> None:
-    batch.token[row] = token
-    batch.pos[row] = pos
-    batch.n_seq_id[row] = 1
-    batch.seq_id[row][0] = seq
-    batch.logits[row] = logits
+        wanted = sum(1 for *_, logits in rows if logits)
+        if not wanted:
+            return np.zeros((0, self.ctx.model.n_vocab), dtype=np.float32)
+        out = llama_cpp.llama_get_logits(self.ctx.ptr)  # the outputs, in batch order
+        return np.ctypeslib.as_array(out, (wanted, self.ctx.model.n_vocab)).copy()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from engine import ChatContext, Model, Sampling
-from engine.batch import SEQS, Batch
-from engine.chat import EngineError
+from engine.batch import Batch
+from engine.chat import BATCH_SEQS, EngineError
 from repl.steering import Active, Steering
 from tests.conftest import user
 
@@ -33,7 +33,7 @@ def ctx(model: Model):
 
 def empty(ctx: ChatContext) -> bool:
     mem = llama_cpp.llama_get_memory(ctx.ptr)
-    return all(llama_cpp.llama_memory_seq_pos_max(mem, s) == -1 for s in range(SEQS))
+    return all(llama_cpp.llama_memory_seq_pos_max(mem, s) == -1 for s in range(BATCH_SEQS))
 
 
 def test_one_sequence_writes_what_the_chat_writes(model: Model, ctx: ChatContext) -> None:
@@ -120,6 +120,6 @@ def test_cancel_returns_nothing_and_frees_the_sequences(model: Model, ctx: ChatC
         cancel.set()
         assert batch.write(prompts, 40, cancel) is None
         free = len(batch._free)
-        assert free == SEQS - 1  # every sequence came back
+        assert free == BATCH_SEQS - 1  # every sequence came back
         assert len(batch.write(prompts, 4)) == 3
     assert empty(ctx)
