@@ -184,7 +184,6 @@ def calibration_time(model: Model, rounds: int) -> None:
             batched,
             "terse",
             TERSE,
-            VERBOSE,
             (9, 13),
             prompts,
             40,

@@ -5,13 +5,13 @@ much of it a model tolerates is not: the terse vector broke the text at 1 and re
 0.3. So after building, /contrast answers a few held-out questions (vectors/data/calibration_
 prompts.txt) greedily at a few strengths, scores every reply with the unsteered model, and
 recommends by the rule in vectors/calibration.py. The walk up the strength ladder stops at
-the first strength that is not fluent.
+the first strength that is not fluent or whose effect falls.
 
 The work is batched (engine/batch.py, through `Core.batch`): the questions of one strength are
-answered side by side, and the scoring prompts (each question plain and with each instruction)
-are read once and kept, so every later scoring evaluates only the reply. Batched replies can
-part from one-at-a-time ones at a near tie (float rounding), so a calibration makes all of its
-own replies and scores the same way.
+answered side by side, and the scoring prompts (each question plain and with the positive
+instruction) are read once and kept, so every later scoring evaluates only the reply. Batched
+replies can part from one-at-a-time ones at a near tie (float rounding), so a calibration makes
+all of its own replies and scores the same way.
 
 The same measurements, one reply at a time (what `/steer` gives), serve bench/efficacy_bench.py.
 """
@@ -31,7 +31,7 @@ from engine.batch import BatchFull
 from engine.chat import Reply, Sampling
 from repl.steering import Active
 from vectors import calibration_prompts
-from vectors.calibration import RULE, Point, choose, degeneration, is_fluent
+from vectors.calibration import RULE, Point, choose, degeneration, effect_fell, is_fluent
 
 if TYPE_CHECKING:  # repl.core imports the commands, which import this module
     from repl.core import Batched, Core
@@ -93,31 +93,25 @@ def one_by_one(core: Core, conversations, control, sampling, cancel=None, tick=N
 
 
 class Scorer:
-    """Scores replies to a fixed list of questions with no steering, batched: the plain and
-    instructed prompts are read once, then each scoring evaluates only the replies."""
+    """Scores replies to a fixed list of questions with no steering, batched: the plain (and,
+    for the effect, the positively instructed) prompts are read once, then each scoring
+    evaluates only the replies."""
 
-    def __init__(
-        self,
-        batched: Batched,
-        questions: list[str],
-        positive: str | None = None,
-        negative: str | None = None,
-    ) -> None:
+    def __init__(self, batched: Batched, questions: list[str], positive: str | None = None) -> None:
         self.batched = batched
-        self.effects = bool(positive and negative)
+        self.effects = bool(positive)
         asked = [user(q) for q in questions]
-        if self.effects:
-            asked += [user(instructed(q, positive)) for q in questions]  # type: ignore[arg-type]
-            asked += [user(instructed(q, negative)) for q in questions]  # type: ignore[arg-type]
+        if positive:
+            asked += [user(instructed(q, positive)) for q in questions]
         self.questions = questions
         self.handles = batched.keep_unsteered(asked)
 
     def __call__(self, replies: list[Reply], effect: bool = True) -> list[Scored]:
-        """Each reply's measures; `effect=False` leaves the effect out (two scorings fewer).
-        One reply's scorings come together (plain, positive, negative), so one at a time the
+        """Each reply's measures; `effect=False` leaves the effect out (one scoring fewer).
+        One reply's scorings come together (plain, then positive), so one at a time the
         question stays cached between them."""
         n = len(self.questions)
-        views = 3 if self.effects and effect else 1
+        views = 2 if self.effects and effect else 1
         items = [
             (self.handles[v * n + i], reply.token_ids)
             for i, reply in enumerate(replies)
@@ -132,8 +126,8 @@ class Scorer:
                 continue
             mine = scores[i * views : (i + 1) * views]
             change = None
-            if views == 3:
-                change = (float(np.sum(mine[1])) - float(np.sum(mine[2]))) / len(ids)
+            if views == 2:
+                change = (float(np.sum(mine[1])) - float(np.sum(mine[0]))) / len(ids)
             nll = -float(np.mean(mine[0]))
             out.append(Scored(question, reply, nll, degeneration(ids), change))
         return out
@@ -161,15 +155,11 @@ class Unbatched:
 
 
 def score(
-    core: Core,
-    questions: list[str],
-    replies: list[Reply],
-    positive: str | None = None,
-    negative: str | None = None,
+    core: Core, questions: list[str], replies: list[Reply], positive: str | None = None
 ) -> list[Scored]:
     """Score replies to the bare questions with no steering, one at a time (the chat's own
-    scoring, as /sweep's); the effect needs both instructions."""
-    return Scorer(Unbatched(core), questions, positive, negative)(replies)
+    scoring, as /sweep's); the effect needs the positive instruction."""
+    return Scorer(Unbatched(core), questions, positive)(replies)
 
 
 def summarise(strength: float, scored: list[Scored]) -> Point:
@@ -265,7 +255,6 @@ def calibrate(
     core: Core,
     name: str,
     positive: str | None,
-    negative: str | None,
     *,
     layers: tuple[int, int] | None = None,
     prompts: list[str] | None = None,
@@ -286,7 +275,7 @@ def calibrate(
     layers = layers or vec.recommended_range or (1, core.model.n_layer - 1)
     prompts = prompts or calibration_prompts()[:N_PROMPTS]
     progress = _Progress(on_progress, progress_offset, len(prompts) * (5 if positive else 4))
-    job = (name, positive, negative, layers, prompts, max_tokens, mode, progress, cancel)
+    job = (name, positive, layers, prompts, max_tokens, mode, progress, cancel)
     try:
         with core.batch() as batched:
             return _calibrate(batched, *job)
@@ -295,11 +284,11 @@ def calibrate(
 
 
 def _calibrate(
-    batched: Batched, name, positive, negative, layers, prompts, max_tokens, mode, progress, cancel
+    batched: Batched, name, positive, layers, prompts, max_tokens, mode, progress, cancel
 ) -> Calibration | None:
     start = time.perf_counter()
     steering = batched.core.steering
-    scorer = Scorer(batched, prompts, positive, negative)
+    scorer = Scorer(batched, prompts, positive)
 
     def measure(strength: float) -> Point | None:
         control = steering.control({name: Active(float(strength), layers, mode)})
@@ -332,7 +321,8 @@ def _calibrate(
 
 
 def _walk(result: Calibration):
-    """Yield rungs to try: up from the start while fluent, else down from it until fluent."""
+    """Yield rungs to try: up from the start while fluent and the effect still grows, else
+    down from it until fluent."""
     ladder = result.ladder
     i = ladder.index(PROMPT_START if result.mode == "prompt" else START)
     yield ladder[i]
@@ -344,5 +334,5 @@ def _walk(result: Calibration):
             return
         yield ladder[i]
         steps += 1
-        if result.fluent(result.points[-1]) != up:
+        if result.fluent(result.points[-1]) != up or (up and effect_fell(result.points)):
             return

@@ -258,7 +258,6 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 core,
                 name,
                 positive,
-                negative,
                 mode="prompt" if written else "add",
                 on_progress=on_progress,
                 progress_offset=capture_total,

@@ -161,8 +161,9 @@ def test_a_context_too_small_for_a_batch_calibrates_one_reply_at_a_time(
     asked = [[{"role": "user", "content": q}] for q in neutral_prompts()[:8]]
     with core.batch() as batched, pytest.raises(BatchFull):  # the batch alone does not fit
         batched.answer(asked, None, 40)
-    two = UNSEEN[:2]  # kept short: this runs one reply at a time
-    result = calibrate(core, "terse", TERSE, VERBOSE, layers=(9, 13), prompts=two, max_tokens=16)
+    # 3 questions: their 6 kept scoring prompts and 6 first replies need more than 256 cells
+    three = UNSEEN[:3]  # short replies: this runs one reply at a time
+    result = calibrate(core, "terse", TERSE, layers=(9, 13), prompts=three, max_tokens=8)
     assert result is not None and not result.batched
     assert result.points and result.baseline.tokens > 0
     assert result.strength in [p.strength for p in result.points]

@@ -12,6 +12,7 @@ from vectors.calibration import (
     MIN_NLL_SLACK,
     Point,
     choose,
+    effect_fell,
     is_fluent,
     nll_limit,
 )
@@ -120,3 +121,26 @@ def test_when_nothing_is_fluent_the_gentlest_rung_is_recommended_and_said() -> N
     assert tried == [0.3, 0.2, 0.15, 0.1]
     assert cal.chosen is None and cal.strength == 0.1
     assert cal.meta()["calibration"]["chosen"] is None
+
+
+def test_the_walk_stops_climbing_where_the_effect_falls() -> None:
+    """Past the rung where the effect stops growing, stronger rungs are only measured to be passed
+    over (the plateau choice takes a weaker one), so the walk stops there, fluent or not."""
+    from repl.calibrate import Calibration, _walk
+
+    effects = {0.3: 0.2, 0.4: 0.6, 0.5: 0.5, 0.7: 2.0}
+    cal = Calibration((9, 13), [], 40, BASE)
+    tried = []
+    for strength in _walk(cal):
+        tried.append(strength)
+        cal.points.append(Point(strength, 0.85, 0.05, 20, effect=effects[strength]))
+    assert tried == [0.3, 0.4, 0.5] and cal.strength == 0.4
+
+
+def test_effect_fell_needs_two_measured_effects() -> None:
+    assert not effect_fell([Point(0.3, 0.8, 0.05, 20, effect=0.5)])
+    assert not effect_fell([Point(0.3, 0.8, 0.05, 20), Point(0.4, 0.8, 0.05, 20, effect=0.1)])
+    assert not effect_fell([Point(0.3, 0.8, 0.05, 20, effect=0.5)] * 2)  # level is not a fall
+    assert effect_fell(
+        [Point(0.3, 0.8, 0.05, 20, effect=0.5), Point(0.4, 0.8, 0.05, 20, effect=0.4)]
+    )

@@ -7,9 +7,12 @@ Each point summarises replies made at one strength (mean over prompts):
   same prompt. Text steering has broken is text the plain model finds unlikely.
 - ``repeat``: share of the reply's token 3-grams that repeat an earlier one (loops).
 - ``effect`` (optional, label-free): per reply token, how much more likely the reply is under
-  the prompt with the positive instruction appended than with the negative one, both scored by
-  the unsteered model. It grows as the replies come to read like the positive instruction's,
-  whatever the concept is, so no marker words are needed.
+  the question with the positive instruction appended than under the plain question, both
+  scored by the unsteered model. It grows as the replies come to read like the positive
+  instruction's, whatever the concept is, so no marker words are needed. (It was first
+  measured against the negatively instructed prompt. On six concepts' calibrations, 2026-11-30,
+  the plain question chose the same strength for five, and it is one scoring per reply fewer:
+  a third of the scoring time.)
 
 Why these thresholds (issue 11, default model, 8 unseen questions, 150-token cap): a terse
 vector at strength 0.3 cost 1.08x the unsteered NLL and read naturally, 0.5 cost 1.33x and read
@@ -33,7 +36,11 @@ to ``MAX_PROMPTED_RATIO`` x unsteered: steering is then held to "no less natural
 Among fluent points the chosen strength is the one where the effect stops growing: the weakest
 whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Past that point
 more strength costs fluency and buys little. Without an effect measure (pairs files) it is the
-strongest fluent point.
+strongest fluent point. For the same reason the calibration's walk up the ladder stops at the
+first strength whose effect falls below the one before (`effect_fell`): the effect has stopped
+growing there, and the rungs above would only be measured to be passed over. On the six
+concepts measured, stopping there never changed a choice that had an effect to speak of (it
+saved one of four rungs for the terse vector and three of five for formal).
 """
 
 from __future__ import annotations
@@ -53,7 +60,9 @@ RULE = (
     f"unsteered (or +{MIN_NLL_SLACK:g}, or the positively instructed replies' NLL up to "
     f"{MAX_PROMPTED_RATIO:g}x), repeated 3-grams <= unsteered + {MAX_REPEAT_GAIN:g}; "
     f"chosen = the weakest fluent strength whose effect reaches {PLATEAU:.0%} of the best "
-    "fluent effect (the strongest fluent one when there is no effect measure)"
+    "fluent effect (the strongest fluent one when there is no effect measure); effect = "
+    "log-likelihood per token under the positively instructed question minus under the plain "
+    "one; the walk up stops at the first strength that is not fluent or whose effect falls"
 )
 SHORT_RULE = (
     f"fluent: not empty, NLL ≤{MAX_NLL_RATIO:g}x (or +{MIN_NLL_SLACK:g}) unsteered, repeats ≤ "
@@ -123,9 +132,15 @@ def is_fluent(point: Point, baseline: Point, prompted: Point | None = None) -> b
     return point.nll <= nll_limit(baseline.nll, prompted.nll if prompted else None) + 1e-9
 
 
-def choose(
-    points: Sequence[Point], baseline: Point, prompted: Point | None = None
-) -> Point | None:
+def effect_fell(points: Sequence[Point]) -> bool:
+    """Whether the last point's effect is below the one before it (the walk stops climbing)."""
+    if len(points) < 2:
+        return False
+    before, last = points[-2].effect, points[-1].effect
+    return before is not None and last is not None and last < before
+
+
+def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = None) -> Point | None:
     """The recommended point: where the effect stops growing among fluent ones, or None."""
     fluent = sorted(
         (p for p in points if is_fluent(p, baseline, prompted)), key=lambda p: abs(p.strength)
