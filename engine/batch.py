@@ -1,7 +1,7 @@
 """Many short greedy replies, and many scorings, evaluated together in the chat context.
 
 /contrast's calibration answers a few questions at each of several strengths and scores every
-reply three times with the unsteered model (the plain question, and the question with each
+reply twice with the unsteered model (the plain question, and the question with the positive
 instruction). One reply at a time, a decode step writes one token in ~13 ms; three sequences
 in one step write three in ~24 ms, so the calibration's questions are answered side by side.
 Prompts share their beginnings (the template's system prompt; a question with and without an
