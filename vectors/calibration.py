@@ -38,9 +38,11 @@ whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Pa
 more strength costs fluency and buys little. Without an effect measure (pairs files) it is the
 strongest fluent point. For the same reason the calibration's walk up the ladder stops at the
 first strength whose effect falls below the one before (`effect_fell`): the effect has stopped
-growing there, and the rungs above would only be measured to be passed over. On the six
-concepts measured, stopping there never changed a choice that had an effect to speak of (it
-saved one of four rungs for the terse vector and three of five for formal).
+growing there, and the rungs above are measured mostly to be passed over. On the six concepts
+measured, stopping there never changed a choice that had an effect to speak of (it saved one
+of four rungs for the terse vector and three of five for formal). The price: where the effect
+is still near zero, a fall within the noise of 3 questions stops the walk before an effect
+that would have come further up (docs/efficacy.md, sadness at blocks 9-13).
 """
 
 from __future__ import annotations
