@@ -480,8 +480,18 @@ def _key(data: np.ndarray | None) -> bytes | None:
 
 
 def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """log p(token) for each row of raw logits, computed stably."""
-    top = logits.max(axis=1, keepdims=True)
-    norm = np.log(np.exp(logits - top).sum(axis=1, dtype=np.float64))
-    picked = logits[np.arange(len(tokens)), tokens].astype(np.float64)
-    return picked - top[:, 0] - norm
+    """log p(token) for each row of raw logits, computed stably.
+
+    Row by row through one vocabulary-sized buffer: the whole-array form made two temporaries
+    the size of the logits (47 MB for 240 rows of this vocabulary), and their first touch cost
+    more than the arithmetic (0.2-0.3 s against 18 ms for 240 rows; the same numbers to the
+    bit, since each row is reduced the same way)."""
+    out = np.empty(len(tokens), dtype=np.float64)
+    buf = np.empty(logits.shape[1], dtype=np.float32)
+    for i, token in enumerate(tokens):
+        row = logits[i]
+        top = row.max()
+        np.subtract(row, top, out=buf)
+        np.exp(buf, out=buf)
+        out[i] = float(row[token]) - float(top) - np.log(buf.sum(dtype=np.float64))
+    return out

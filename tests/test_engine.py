@@ -310,3 +310,26 @@ def test_openmp_threads_spin_briefly_unless_told_otherwise(user_env, expected) -
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.split()
     assert out == [*expected.split(), "True"]
+
+
+def test_log_softmax_at_is_the_log_probability_of_each_picked_token() -> None:
+    """Scoring's arithmetic (no model): against a float64 log-sum-exp, on rows whose scale
+    would overflow a naive exp, and for a row whose picked token is the top one."""
+    import numpy as np
+
+    from engine.chat import _log_softmax_at
+
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((5, 1000)) * np.array([[1], [5], [40], [200], [1]])).astype(
+        np.float32
+    )
+    picked = rng.integers(0, 1000, 5)
+    picked[4] = int(np.argmax(logits[4]))
+    wide = logits.astype(np.float64)
+    top = wide.max(axis=1, keepdims=True)
+    expected = wide[np.arange(5), picked] - (top[:, 0] + np.log(np.exp(wide - top).sum(axis=1)))
+    got = _log_softmax_at(logits, picked)
+    assert got.dtype == np.float64 and got.shape == (5,)
+    assert np.allclose(got, expected, rtol=0, atol=1e-5)
+    assert np.all(got <= 0)
+    assert got[4] >= -np.log(1000)  # the most likely of 1,000 tokens has p >= 1/1000
