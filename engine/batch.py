@@ -28,6 +28,7 @@ import llama_cpp
 import numpy as np
 
 from engine.chat import BATCH_SEQS, ChatContext, EngineError, Reply, _log_softmax_at
+from engine.llama_batch import Row, filled
 from engine.prefix_tree import Node, TooDeep, prefix_tree, schedule
 
 
@@ -53,9 +54,6 @@ class _Scoring:
     targets: list[int]  # the reply: what each of `tokens` predicts
     done: int = 0
     seq: int = -1
-
-
-Row = tuple[int, int, int, bool]  # token, position, sequence, logits wanted
 
 
 class Batch:
@@ -304,18 +302,8 @@ class Batch:
     def _run(self, rows: list[Row]) -> np.ndarray:
         """One llama_decode of these rows; the logits of the rows that asked for them, in
         order (copied)."""
-        batch = llama_cpp.llama_batch_init(len(rows), 0, 1)
-        try:
-            for i, (token, pos, seq, logits) in enumerate(rows):
-                batch.token[i] = token
-                batch.pos[i] = pos
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = seq
-                batch.logits[i] = logits
-            batch.n_tokens = len(rows)
+        with filled(rows) as batch:
             rc = llama_cpp.llama_decode(self.ctx.ptr, batch)
-        finally:
-            llama_cpp.llama_batch_free(batch)
         if rc == 1:  # llama.cpp found no room in the KV cache for the batch
             raise BatchFull(
                 f"the context window ({self.ctx.n_ctx} tokens) has no room for this batch"

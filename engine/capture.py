@@ -21,6 +21,7 @@ from collections.abc import Callable
 import llama_cpp
 import numpy as np
 
+from engine.llama_batch import Row, filled
 from engine.model import Model
 from engine.offload import ggml_library
 from engine.prefix_tree import Node, Step, TooDeep, prefix_tree, schedule
@@ -194,28 +195,19 @@ class Probe:
         return out
 
     def _decode_group(self, group_prompts, last_k, group, out) -> None:
-        n_total = sum(len(p) for p in group_prompts)
-        batch = llama_cpp.llama_batch_init(n_total, 0, 1)
-        try:
-            wanted: list[tuple[int, int]] = []  # (batch row, index within group)
-            row = 0
-            for seq, tokens in enumerate(group_prompts):
-                k = max(1, min(last_k[seq], len(tokens)))
-                for pos, token in enumerate(tokens):
-                    batch.token[row] = token
-                    batch.pos[row] = pos
-                    batch.n_seq_id[row] = 1
-                    batch.seq_id[row][0] = seq
-                    is_out = pos >= len(tokens) - k
-                    batch.logits[row] = is_out
-                    if is_out:
-                        wanted.append((row, seq))
-                    row += 1
-            llama_cpp.llama_memory_clear(self._mem, True)
-            self._decode(batch, n_total, wanted)
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        self._collect(wanted, n_total, group, out)
+        rows: list[Row] = []
+        wanted: list[tuple[int, int]] = []  # (batch row, index within group)
+        for seq, tokens in enumerate(group_prompts):
+            k = max(1, min(last_k[seq], len(tokens)))
+            for pos, token in enumerate(tokens):
+                is_out = pos >= len(tokens) - k
+                if is_out:
+                    wanted.append((len(rows), seq))
+                rows.append((token, pos, seq, is_out))
+        llama_cpp.llama_memory_clear(self._mem, True)
+        with filled(rows) as batch:
+            self._decode(batch, len(rows), wanted)
+        self._collect(wanted, len(rows), group, out)
 
     def _capture_shared(self, steps: list[Step], total: int, out, on_progress, cancel) -> None:
         """Walk the prompts' prefix tree in batches (engine/prefix_tree.schedule): each node's
@@ -240,28 +232,20 @@ class Probe:
 
     def _decode_nodes(self, nodes: list[Node], out: np.ndarray) -> None:
         """One llama_decode of several nodes' stretches; a leaf's last tokens are read out."""
-        n_total = sum(len(n.tokens) for n in nodes)
-        batch = llama_cpp.llama_batch_init(n_total, 0, 1)
+        rows: list[Row] = []
         wanted: list[tuple[int, int]] = []  # (batch row, index within `leaves`)
         leaves: list[int] = []  # the prompt index each leaf of this batch stands for
-        try:
-            row = 0
-            for node in nodes:
-                first_out = len(node.tokens) - node.k if node.prompts else len(node.tokens)
-                if node.prompts:
-                    leaves.append(node.prompts[0])
-                for j, token in enumerate(node.tokens):
-                    batch.token[row] = token
-                    batch.pos[row] = node.start + j
-                    batch.n_seq_id[row] = 1
-                    batch.seq_id[row][0] = node.seq
-                    batch.logits[row] = j >= first_out
-                    if j >= first_out:
-                        wanted.append((row, len(leaves) - 1))
-                    row += 1
+        for node in nodes:
+            first_out = len(node.tokens) - node.k if node.prompts else len(node.tokens)
+            if node.prompts:
+                leaves.append(node.prompts[0])
+            for j, token in enumerate(node.tokens):
+                if j >= first_out:
+                    wanted.append((len(rows), len(leaves) - 1))
+                rows.append((token, node.start + j, node.seq, j >= first_out))
+        n_total = len(rows)
+        with filled(rows) as batch:
             self._decode(batch, n_total, wanted)
-        finally:
-            llama_cpp.llama_batch_free(batch)
         if not wanted:
             return
         part = np.zeros((len(leaves), self.n_layer, self.n_embd), dtype=np.float32)
@@ -273,7 +257,6 @@ class Probe:
 
     def _decode(self, batch, n_total: int, wanted: list[tuple[int, int]]) -> None:
         """Decode a filled batch of n_total tokens; the eval callback keeps the wanted rows."""
-        batch.n_tokens = n_total
         self._layers = {}
         self._n_total = n_total
         self._runs = _runs([r for r, _ in wanted])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 import numpy as np
 
+from engine.llama_batch import filled
 from engine.lora import LoraAdapter
 from engine.model import Model, TemplateError
 
@@ -334,28 +335,18 @@ class ChatContext:
     def _decode_all_logits(self, chunk: list[int]) -> np.ndarray:
         """Evaluate `chunk` after the cached tokens, keeping the logits of every position."""
         n_vocab = self.model.n_vocab
-        batch = llama_cpp.llama_batch_init(len(chunk), 0, 1)
-        try:
-            base = len(self._cached)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = base + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            batch.n_tokens = len(chunk)
-            self._apply("write")  # a scored reply is read as the model wrote it
+        base = len(self._cached)
+        self._apply("write")  # a scored reply is read as the model wrote it
+        with filled([(token, base + i, 0, True) for i, token in enumerate(chunk)]) as batch:
             rc = llama_cpp.llama_decode(self._ptr, batch)
-            if rc != 0:
-                self.reset()
-                raise EngineError(f"llama_decode failed with code {rc}")
-            self._starts.append(base)
-            self._cached.extend(chunk)
-            # every row was asked for, so llama.cpp keeps them in batch order, contiguous
-            rows = llama_cpp.llama_get_logits(self._ptr)
-            return np.ctypeslib.as_array(rows, (len(chunk), n_vocab)).copy()
-        finally:
-            llama_cpp.llama_batch_free(batch)
+        if rc != 0:
+            self.reset()
+            raise EngineError(f"llama_decode failed with code {rc}")
+        self._starts.append(base)
+        self._cached.extend(chunk)
+        # every row was asked for, so llama.cpp keeps them in batch order, contiguous
+        rows = llama_cpp.llama_get_logits(self._ptr)
+        return np.ctypeslib.as_array(rows, (len(chunk), n_vocab)).copy()
 
     # -- generation ---------------------------------------------------------------------------
 
