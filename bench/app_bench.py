@@ -3,10 +3,11 @@
 Each round answers the same greedy message (a story, `--tokens` long) in the plain REPL
 (writing to an in-memory stream) and in the app at 80x24 and at 160x48, in ABBA order, and
 compares the decode rates steer reports (tokens after the first / their time). The app's cost
-is what its UI thread (rendering the streamed reply; Textual's MarkdownStream re-parses only the
-last block) takes from llama.cpp's threads; the UI thread's CPU time per reply is printed too.
---variants adds two alternatives measured against it: 10 updates a second instead of 5, and
-plain text while streaming with Markdown once the reply is done.
+is what its UI thread (drawing the streamed reply: plain text in `StreamingReply`, Markdown once
+it is done) takes from llama.cpp's threads; the UI thread's CPU time while the reply is
+written is printed too. --variants adds three alternatives measured against it: 10
+updates a second instead of 5, the input's cursor blinking while the model writes, and the
+reply streamed into Textual's Markdown widget (the last two as the app did before).
 Other processes on the machine add noise: read the spread, not only the median.
 Run with `.venv/bin/python bench/app_bench.py` (part of `make bench`).
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from textual.widgets import Static  # noqa: E402
+from textual.widgets import Markdown  # noqa: E402
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.app import ReplyDone, SteerApp, Token  # noqa: E402
@@ -74,42 +75,53 @@ class FastUpdateApp(SteerApp):
     STREAM_INTERVAL = 1 / 10
 
 
-class PlainTextStreamingApp(SteerApp):
-    """The reply streamed as plain text (a Static re-rendered whole on every update) and
-    rendered as Markdown once it is done, instead of Textual's incremental MarkdownStream."""
+class BlinkingApp(SteerApp):
+    """The app with the input's cursor blinking while the model writes."""
+
+    @SteerApp.busy.setter
+    def busy(self, value: bool) -> None:
+        self._busy = value
+
+
+class MarkdownStreamingApp(SteerApp):
+    """The app as it was before `StreamingReply`: the reply streamed into Textual's Markdown
+    widget (MarkdownStream re-parses only the last block, but the screen is laid out again as
+    it grows), the worker held until each update was painted."""
 
     def start_reply(self) -> None:
-        self._text: list[str] = []
-        self._plain = Static("", classes="assistant", markup=False)
         super().start_reply()
-        self.query_one("#transcript").mount(self._plain)
+        self._md = Markdown("", classes="assistant")
+        self.query_one("#transcript").mount(self._md, before=self._live)
+        self._live.display = False
 
     async def on_token(self, message: Token) -> None:
-        message.prevent_default()  # not SteerApp's Markdown stream
-        self._text.append(message.text)
-        self._plain.update("".join(self._text))
-        self.call_after_refresh(message.shown.set)
+        message.prevent_default()  # not SteerApp's StreamingReply
+        await self._md.append(message.text)
+        self.call_after_refresh(message.taken.set)
 
     async def on_reply_done(self, message: ReplyDone) -> None:
-        await self._plain.remove()
-        if self._live is not None and message.outcome.reply is not None:
-            await self._live.update(message.outcome.reply.text)
+        await self._md.remove()  # Textual then calls SteerApp.on_reply_done (per class)
 
 
 async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class) -> float:
-    """The reply's decode rate; the UI thread's CPU time while it streamed goes to UI_CPU
-    (the event loop of run_test is the app's UI thread)."""
+    """The reply's decode rate; the UI thread's CPU time while the reply was written goes to
+    UI_CPU (the event loop of run_test is the app's UI thread; the final Markdown, drawn once
+    the decode is over, is not counted). The wait polls with asyncio.sleep, not Pilot.pause:
+    Pilot.pause sends a message to every widget and forces a screen refresh, work the app
+    does not do by itself (with it, the UI thread spent ~0.1 s more per reply)."""
     core = fresh_core(model, tokens)
     app = app_class(core)
     async with app.run_test(size=size) as pilot:
         await pilot.press(*[{" ": "space"}.get(c, c) for c in STORY])
         t0 = time.thread_time()
         await pilot.press("enter")
-        while not (len(core.turns) == 2 and not app.busy):
-            await pilot.pause(0.05)
-        await pilot.pause()
+        while core.last_reply is None:
+            await asyncio.sleep(0.05)
         label = f"{LABELS[app_class]} {size[0]}x{size[1]}"
         UI_CPU.setdefault(label, []).append(time.thread_time() - t0)
+        while not (len(core.turns) == 2 and not app.busy):
+            await asyncio.sleep(0.05)
+        await pilot.pause()
     reply = core.last_reply
     assert reply is not None and reply.tokens == tokens, reply
     core.ctx.close()
@@ -119,7 +131,8 @@ async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class)
 LABELS = {
     SteerApp: "app",
     FastUpdateApp: "app, 10 updates/s,",
-    PlainTextStreamingApp: "app, plain text while streaming,",
+    BlinkingApp: "app, cursor blinking,",
+    MarkdownStreamingApp: "app, Markdown while streaming,",
 }
 
 
@@ -134,7 +147,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         action="store_true",
-        help="also run the app with 10 updates/s, and streaming plain text (Markdown at the end)",
+        help="also run the app with 10 updates/s, with the cursor blinking while the model "
+        "writes, and streaming into Markdown (as before)",
     )
     args = parser.parse_args()
     model = Model()
@@ -142,7 +156,7 @@ def main() -> None:
     for w, h in SIZES:
         arms[f"app {w}x{h}"] = lambda w=w, h=h: app_rate(model, args.tokens, (w, h))
     if args.variants:
-        for cls in (FastUpdateApp, PlainTextStreamingApp):
+        for cls in (FastUpdateApp, BlinkingApp, MarkdownStreamingApp):
             for w, h in SIZES:
                 arms[f"{LABELS[cls]} {w}x{h}"] = lambda w=w, h=h, cls=cls: app_rate(
                     model, args.tokens, (w, h), cls

@@ -26,17 +26,19 @@ from repl.commands import Outcome
 from repl.core import Core, Turn
 from repl.plain import stats_line
 from repl.steer_commands import VectorReport
+from repl.streaming import StreamingReply
 from repl.widgets import CompareView, SteeringRack, SweepView, VectorView
 from repl.workbench import Comparison, Sweep
 
 
 class Token(Message):
-    """A piece of reply text from the worker; `shown` is set once it is on the screen."""
+    """A piece of reply text from the worker; `taken` is set once the UI has put it in the
+    streaming reply (it is painted at the screen's next refresh)."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
-        self.shown = threading.Event()
+        self.taken = threading.Event()
 
 
 class ReplyDone(Message):
@@ -52,13 +54,14 @@ NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
 
 class TokenBatcher:
     """Posts reply text at most every `interval` seconds, and holds the generating thread until
-    the UI has drawn it.
+    the UI has taken it.
 
     llama.cpp's threads meet at a barrier after every operation of the graph, so on a machine
-    with as many cores as threads, a UI thread drawing *while* a token is computed takes a core
-    from one of them and stalls them all. Waiting until the update is drawn keeps most of that
-    work between two tokens, where it costs only its own time (bench/app_bench.py measures
-    the rates).
+    with as many cores as threads, a UI thread working *while* a token is computed takes a core
+    from one of them and stalls them all. Waiting until the handler has put the text in the
+    widget keeps that work between two tokens; the paint that follows is one widget's region
+    (`StreamingReply`). Waiting for the paint too cost more than it saved: the worker then idles
+    until the screen's next refresh (bench/app_bench.py measures the rates).
     """
 
     def __init__(self, post, interval: float = 1 / 5, max_wait: float = 0.5) -> None:
@@ -81,7 +84,7 @@ class TokenBatcher:
             self._parts.clear()
             self._post(token)
             if wait:
-                token.shown.wait(self._max_wait)
+                token.taken.wait(self._max_wait)
 
 
 class JobProgress(Message):
@@ -190,10 +193,9 @@ class SteerApp(App):
         Binding("ctrl+b", "toggle_rack", "Show/hide rack"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
-    # seconds between two updates of a streaming reply (bench/app_bench.py measures the cost)
-    # 5 updates a second, the worker waiting for each (TokenBatcher): 0.81-0.86 of the plain
-    # REPL's decode on a quiet machine; 10 a second with the wait 0.76-0.79, 30 a second
-    # without it 0.69-0.79 (bench/app_bench.py; README, "Against llama.cpp's own tools")
+    # seconds between two updates of a streaming reply. 5 a second into StreamingReply: 0.94 of
+    # the plain REPL's decode at 80x24 and 0.97 at 160x48; 10 a second 0.92 and 0.89
+    # (bench/app_bench.py --variants; README, "Against llama.cpp's own tools")
     STREAM_INTERVAL = 1 / 5
     STREAM_MAX_WAIT = 0.5
     # /compare puts its replies side by side only where both get a readable width
@@ -204,8 +206,8 @@ class SteerApp(App):
         self.core = core
         self.greeting = greeting or []
         self.cancel = threading.Event()
-        self.busy = False
-        self._live: Markdown | None = None
+        self._busy = False
+        self._live: StreamingReply | None = None
         self._completion_start = 0
         self._job_start = 0.0
         self._job_label = ""
@@ -230,6 +232,19 @@ class SteerApp(App):
             self.draw_turn(turn)
         self.refresh_status()
         self.query_one(ChatInput).focus()
+
+    @property
+    def busy(self) -> bool:
+        """True while a reply or a job runs llama.cpp on a worker thread."""
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        self._busy = value
+        # A blinking cursor repaints the screen twice a second, on the core llama.cpp's threads
+        # need: it cost ~0.1 s of the UI thread per 256-token reply (bench/app_bench.py). The
+        # cursor stays shown, and blinks again once the work is done.
+        self.query_one(ChatInput).cursor_blink = not value
 
     # -- drawing --------------------------------------------------------------------------------
 
@@ -374,7 +389,7 @@ class SteerApp(App):
     def start_reply(self) -> None:
         self.busy = True
         self.cancel.clear()
-        self._live = Markdown("", classes="assistant")
+        self._live = StreamingReply(classes="assistant")
         self.query_one("#transcript").mount(self._live)
         self.refresh_status(writing=True)
         self.generate_reply()
@@ -386,22 +401,23 @@ class SteerApp(App):
         batch.flush()
         self.post_message(ReplyDone(outcome))
 
-    async def on_token(self, message: Token) -> None:
+    def on_token(self, message: Token) -> None:
         if self._live is not None:
-            await self._live.append(message.text)  # re-parses only the last block
-        self.call_after_refresh(message.shown.set)
+            self._live.append(message.text)
+        message.taken.set()
 
     async def on_reply_done(self, message: ReplyDone) -> None:
         outcome = message.outcome
-        if outcome.reply is None and self._live is not None:
-            await self._live.remove()
-        elif outcome.reply is not None:
-            self.query_one("#transcript").mount(
-                Static(stats_line(outcome.reply), classes="stats", markup=False)
-            )
+        live, self._live = self._live, None
+        transcript = self.query_one("#transcript")
+        if outcome.reply is not None:
+            # the Markdown takes the streamed text's place, as the transcript draws a reply
+            await transcript.mount(Markdown(outcome.reply.text, classes="assistant"), before=live)
+            transcript.mount(Static(stats_line(outcome.reply), classes="stats", markup=False))
+        if live is not None:
+            await live.remove()
         if outcome.transcript_changed:
             self.redraw()
-        self._live = None
         self.show(outcome)
         self.busy = False
         self.refresh_status()

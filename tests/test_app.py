@@ -13,6 +13,7 @@ from textual.widgets import Markdown, OptionList, Static
 from engine import ChatContext
 from repl.app import ChatInput, SteerApp, Token
 from repl.core import Core
+from repl.streaming import StreamingReply
 from repl.widgets import BlockChart, VectorView
 from tests.conftest import GREEDY, Gate, user
 
@@ -75,6 +76,7 @@ async def test_message_streams_a_reply(model, core) -> None:
         assert [md.source for md in replies] == [expected.text]
         assert "".join(app.updates) == expected.text
         assert len(app.updates) > 1, "the reply arrived in one piece instead of streaming"
+        assert not app.query(StreamingReply), "the streamed text stayed beside its Markdown"
         user_text = [str(w.render()) for w in app.query("Static.user")]
         assert user_text == ["Tell me about the sea."]
         stats = str(app.query("Static.stats").last().render())
@@ -108,6 +110,9 @@ async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch)
         await type_text(pilot, "Write a long story about a dragon.")
         await pilot.press("enter")
         await wait_for(pilot, gate.reached.is_set)
+        await pilot.pause()
+        live = app.query_one(StreamingReply)
+        assert live.text and live.text == "".join(app.updates)  # what has streamed, on screen
         # typing while the model writes (Pilot waits ~2 s per key for an idle queue; a real
         # terminal echoes at once, so one key is enough to prove the input is live)
         await pilot.press("n")
