@@ -193,9 +193,10 @@ class SteerApp(App):
         Binding("ctrl+b", "toggle_rack", "Show/hide rack"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
-    # seconds between two updates of a streaming reply. 5 a second into StreamingReply: 0.94 of
-    # the plain REPL's decode at 80x24 and 0.97 at 160x48; 10 a second 0.92 and 0.89
-    # (bench/app_bench.py --variants; README, "Against llama.cpp's own tools")
+    # seconds between two updates of a streaming reply. 5 a second into StreamingReply:
+    # 0.93-0.96 of the plain REPL's decode (four runs); 10 a second 0.92 at 80x24 and 0.89 at
+    # 160x48 in one of them (bench/app_bench.py --variants; README, "Against llama.cpp's own
+    # tools")
     STREAM_INTERVAL = 1 / 5
     STREAM_MAX_WAIT = 0.5
     # /compare puts its replies side by side only where both get a readable width
@@ -241,8 +242,8 @@ class SteerApp(App):
     @busy.setter
     def busy(self, value: bool) -> None:
         self._busy = value
-        # A blinking cursor repaints the screen twice a second, on the core llama.cpp's threads
-        # need: it cost ~0.1 s of the UI thread per 256-token reply (bench/app_bench.py). The
+        # A blinking cursor repaints the screen twice a second, on the cores llama.cpp's threads
+        # need: 0.02-0.1 s more of the UI thread per 256-token reply (bench/app_bench.py). The
         # cursor stays shown, and blinks again once the work is done.
         self.query_one(ChatInput).cursor_blink = not value
 
