@@ -234,6 +234,14 @@ class SteerApp(App):
         self.refresh_status()
         self.query_one(ChatInput).focus()
 
+    def exit(self, *args, **kwargs) -> None:
+        """Also stop a reply or job on a worker thread at its next token. The process waits for
+        its threads before it ends, so quitting mid-reply used to leave a blank terminal until
+        the reply was finished, slower still with no UI to take its updates. The stopped reply
+        joins the transcript and the session file, as with Esc."""
+        self.cancel.set()
+        super().exit(*args, **kwargs)
+
     @property
     def busy(self) -> bool:
         """True while a reply or a job runs llama.cpp on a worker thread."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from dataclasses import replace
 
 from textual import events
@@ -127,6 +128,43 @@ async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch)
         assert "interrupted" in str(app.query("Static.stats").last().render())
         assert app.query("Markdown.assistant").last().source == last.text
         assert app.query_one(ChatInput).text == "n"
+
+
+@sync
+async def test_quit_mid_reply_stops_the_reply_and_keeps_it(core, monkeypatch) -> None:
+    """The process waits for the worker thread before it ends: a reply left running kept the
+    terminal blank until all of it was written."""
+    core.sampling = replace(GREEDY, max_tokens=1000)
+    gate = Gate()
+    ended = threading.Event()
+    generate = core.generate
+
+    def held_at_token_20(on_token, cancel):
+        count = 0
+
+        def token(text: str) -> None:
+            nonlocal count
+            on_token(text)
+            count += 1
+            if count == 20:
+                gate.hold()
+
+        try:
+            return generate(token, cancel)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(core, "generate", held_at_token_20)
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "Write a long story about a dragon.")
+        await pilot.press("enter")
+        await wait_for(pilot, gate.reached.is_set)
+        await pilot.press("ctrl+q")
+    gate.open()
+    assert ended.wait(60), "the reply never ended"
+    last = core.turns[-1]
+    assert last.role == "assistant" and last.interrupted and last.reply.tokens == 20
 
 
 @sync
