@@ -87,10 +87,12 @@ async def test_message_streams_a_reply(model, core) -> None:
         assert f"ctx {core.ctx.n_cached}/{core.ctx.n_ctx}" in status
 
 
-@sync
-async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch) -> None:
+def hold_the_story_at_token_20(core: Core, monkeypatch) -> tuple[Gate, threading.Event]:
+    """Make the chat's replies wait at the gate after their 20th token (mid-reply, however
+    fast the machine); the event is set once the reply has ended."""
     core.sampling = replace(GREEDY, max_tokens=1000)  # the greedy story runs past 1000 tokens
     gate = Gate()
+    ended = threading.Event()
     generate = core.generate
 
     def held_at_token_20(on_token, cancel):
@@ -101,11 +103,20 @@ async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch)
             on_token(text)
             count += 1
             if count == 20:
-                gate.hold()  # mid-reply, however fast the machine
+                gate.hold()
 
-        return generate(token, cancel)
+        try:
+            return generate(token, cancel)
+        finally:
+            ended.set()
 
     monkeypatch.setattr(core, "generate", held_at_token_20)
+    return gate, ended
+
+
+@sync
+async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch) -> None:
+    gate, _ = hold_the_story_at_token_20(core, monkeypatch)
     app = RecordingApp(core)
     async with app.run_test(size=SIZE) as pilot:
         await type_text(pilot, "Write a long story about a dragon.")
@@ -134,27 +145,7 @@ async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch)
 async def test_quit_mid_reply_stops_the_reply_and_keeps_it(core, monkeypatch) -> None:
     """The process waits for the worker thread before it ends: a reply left running kept the
     terminal blank until all of it was written."""
-    core.sampling = replace(GREEDY, max_tokens=1000)
-    gate = Gate()
-    ended = threading.Event()
-    generate = core.generate
-
-    def held_at_token_20(on_token, cancel):
-        count = 0
-
-        def token(text: str) -> None:
-            nonlocal count
-            on_token(text)
-            count += 1
-            if count == 20:
-                gate.hold()
-
-        try:
-            return generate(token, cancel)
-        finally:
-            ended.set()
-
-    monkeypatch.setattr(core, "generate", held_at_token_20)
+    gate, ended = hold_the_story_at_token_20(core, monkeypatch)
     app = SteerApp(core)
     async with app.run_test(size=SIZE) as pilot:
         await type_text(pilot, "Write a long story about a dragon.")
