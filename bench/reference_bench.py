@@ -178,6 +178,7 @@ def main() -> None:
     else:  # steer's default, for llama-bench too
         os.environ.setdefault("OMP_WAIT_POLICY", "active")
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    os.environ.pop("STEER_HUGE_PAGES", None)  # the steer arm as users get it
     env = dict(os.environ)
     from engine.model import default_model_path
 
@@ -195,6 +196,9 @@ def main() -> None:
                     bench, model, args.threads, args.tokens, env
                 ),
                 "steer plain REPL": lambda: steer_plain_rate(args.threads, args.tokens, env),
+                "steer, STEER_HUGE_PAGES=0": lambda: steer_plain_rate(
+                    args.threads, args.tokens, {**env, "STEER_HUGE_PAGES": "0"}
+                ),
             },
             args.rounds,
         )
@@ -203,6 +207,8 @@ def main() -> None:
             got,
             "tok/s",
             ("steer plain REPL", f"llama-bench tg{args.tokens}"),
+            ("steer, STEER_HUGE_PAGES=0", f"llama-bench tg{args.tokens}"),
+            ("steer plain REPL", "steer, STEER_HUGE_PAGES=0"),
         )
     if args.only in (None, "contrast"):
         cvec = tool("llama-cvector-generator")

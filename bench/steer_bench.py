@@ -216,6 +216,61 @@ def calibration_time(model: Model, rounds: int) -> None:
     print(f"  one at a time / batched: {med['one at a time'] / med['batched']:.2f}")
 
 
+def calibration_huge_pages(model: Model, rounds: int) -> None:
+    """The batched calibration of /contrast terse on a chat context whose KV cache is on 2 MB
+    pages (engine/hugepages.py) against one on 4 KB pages, ABBA; capture (the probe's own
+    context, unchanged) alongside for the ratio the efficacy issue asks about."""
+    from engine import hugepages
+    from repl.calibrate import N_PROMPTS, _calibrate, _Progress
+    from repl.core import Core
+    from vectors import calibration_prompts
+
+    cores = {}
+    for name, on in (("huge pages", True), ("4 KB pages", False)):  # huge first: see the module
+        hugepages.enabled = on
+        cores[name] = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0))
+        cores[name].steering.probe()
+    hugepages.enabled = True
+    prompts = calibration_prompts()[:N_PROMPTS]
+    got: dict[str, list[float]] = {"capture": [], **{name: [] for name in cores}}
+    chosen = {}
+    for i in range(rounds):
+        for name in list(cores) if i % 2 == 0 else reversed(list(cores)):
+            core = cores[name]
+            core.steering.vectors.pop("terse", None)
+            start = time.perf_counter()
+            build_terse(core.steering)
+            got["capture"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            with core.batch() as batched:
+                cal = _calibrate(
+                    batched,
+                    "terse",
+                    TERSE,
+                    (9, 13),
+                    prompts,
+                    40,
+                    "add",
+                    _Progress(None, 0, 1),
+                    None,
+                )
+            got[name].append(time.perf_counter() - start)
+            chosen[name] = cal.strength
+    med = {k: statistics.median(v) for k, v in got.items()}
+    paired = [a / b for a, b in zip(got["4 KB pages"], got["huge pages"], strict=True)]
+    print(f"/contrast terse calibration, batched, medians of {rounds} (ABBA):")
+    print(f"  capture + maths        : {med['capture']:6.2f} s")
+    for name in cores:
+        print(
+            f"  calibration, {name:<10}: {med[name]:6.2f} s = {med[name] / med['capture']:.2f}x "
+            f"capture; recommends {chosen[name]:g}"
+        )
+    print(
+        f"  4 KB / huge pages      : {statistics.median(paired):.3f} (paired; min "
+        f"{min(paired):.3f}, max {max(paired):.3f})"
+    )
+
+
 def main() -> None:
     model = Model()
     print(f"model: {model.name}")
@@ -224,6 +279,7 @@ def main() -> None:
     steered_decode(model, steering, 8, 256)
     workbench(model, steering, 5)
     calibration_time(model, 2)
+    calibration_huge_pages(model, 6)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 import numpy as np
 
+from engine.hugepages import huge_pages
 from engine.llama_batch import filled
 from engine.lora import LoraAdapter
 from engine.model import Model, TemplateError
@@ -116,7 +117,9 @@ class ChatContext:
         # llama.cpp's CPU flash-attention path made a 20-token turn at 1,100 tokens of context
         # ~2x slower than at 60 here; the classic path ~1.35x (bench/engine_bench.py).
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        with huge_pages() as collapsed:
+            self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
+        self.huge_page_bytes = collapsed.bytes  # its KV cache on 2 MB pages (engine/hugepages.py)
         if not self._ptr:
             raise EngineError("llama.cpp could not create a context (out of memory?)")
         self.n_ctx = llama_cpp.llama_n_ctx(self._ptr)

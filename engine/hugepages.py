@@ -1,0 +1,118 @@
+"""Put a new llama.cpp context's KV cache on 2 MB pages, where Linux allows it.
+
+Why: steer keeps flash attention off (its replies replay exactly), and llama.cpp then stores V
+transposed. Each decoded token writes one value into each of n_layer x n_embd_v rows (30 x 192
+on the default model) and reads a stretch of each, and the rows lie n_ctx cells apart (8 KB at
+4,096 cells): every row is on a 4 KB page of its own, thousands of TLB misses per token.
+llama-bench's tg128 decodes into a 128-cell cache and never meets this. In `perf` (one token
+at position 64, decoded over and over) the V writes, `ggml_cpu_fp32_to_fp16` under `set_rows`,
+took 6.9% of the samples at 4,096 cells and 2.2% on huge pages. The decode gained 4%
+(bench/engine_bench.py, 2026-11-30: huge / 4 KB pages 1.042, median of 16 paired replies,
+faster in 11; ad hoc 1.037 and 1.082), more at a busy hour (1.18 once against llama-bench).
+llama.cpp allocates with plain malloc and has no option for this.
+
+How: `huge_pages()` wraps the call that creates a context. Afterwards every 2 MB stretch of
+anonymous memory that has become wholly resident (the KV buffer, which llama.cpp clears on
+creation) is collapsed into one huge page with madvise(MADV_COLLAPSE), Linux 6.1 and newer.
+Memory that is not wholly resident is left alone, so the resident size does not grow, and
+nothing changes what llama.cpp computes: the same bytes, on larger pages. It costs ~9 ms per
+2 MB on this VM, ~0.4 s for steer's default 4,096 cells (94 MB). A KV cache under 32 MB (under
+~1,400 cells of the default model) may be put by malloc in memory it already held, which stays
+on small pages; those caches have rows close enough together to lose less. Anywhere else
+(another system, an older kernel, huge pages turned off) it does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# STEER_HUGE_PAGES=0 turns it off (bench/reference_bench.py measures what it gives that way).
+enabled = os.environ.get("STEER_HUGE_PAGES", "1") != "0"
+
+HUGE = 1 << 21  # the x86-64 and arm64 (4 KB base page) huge page size
+PAGE = 4096
+MADV_COLLAPSE = 25
+_libc: ctypes.CDLL | None = None
+_unsupported = sys.platform != "linux"
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    return _libc
+
+
+def _anonymous_regions() -> list[tuple[int, int]]:
+    """Writable mappings with no file behind them: where malloc puts large buffers."""
+    regions = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) == 5 and fields[1].startswith("rw"):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                regions.append((start, end))
+    return regions
+
+
+def _resident_chunks() -> set[int]:
+    """The 2 MB-aligned stretches of anonymous memory whose every page is resident."""
+    lib = _lib()
+    vec = ctypes.create_string_buffer(HUGE // PAGE)
+    full = set()
+    for start, end in _anonymous_regions():
+        for chunk in range((start + HUGE - 1) & ~(HUGE - 1), end & ~(HUGE - 1), HUGE):
+            if lib.mincore(chunk, HUGE, vec) == 0 and vec.raw.count(0) == 0:
+                full.add(chunk)
+    return full
+
+
+def collapse(chunks: set[int]) -> int:
+    """Collapse each 2 MB stretch into one huge page; returns how many were."""
+    global _unsupported
+    lib = _lib()
+    done = 0
+    for chunk in sorted(chunks):
+        if lib.madvise(chunk, HUGE, MADV_COLLAPSE) == 0:
+            done += 1
+        elif ctypes.get_errno() == errno.EINVAL and done == 0:  # a kernel before 6.1
+            _unsupported = True
+            break
+    return done
+
+
+@dataclass
+class Collapsed:
+    """What one `huge_pages()` block put on huge pages."""
+
+    chunks: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.chunks * HUGE
+
+
+@contextlib.contextmanager
+def huge_pages() -> Iterator[Collapsed]:
+    """Around the creation of a llama.cpp context: collapse what it allocated (see above)."""
+    done = Collapsed()
+    if _unsupported or not enabled:
+        yield done
+        return
+    try:
+        before = _resident_chunks()
+    except OSError:
+        yield done
+        return
+    yield done
+    with contextlib.suppress(OSError):
+        done.chunks = collapse(_resident_chunks() - before)

@@ -1,0 +1,121 @@
+"""engine/hugepages.py: a new context's KV cache goes on 2 MB pages, the replies stay the same.
+
+The unit tests map memory of their own and read the kernel's account of it (/proc/self/smaps);
+the model test compares a context made with huge pages against one made without.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import sys
+
+import pytest
+
+from engine import ChatContext, Model
+from engine import hugepages as hp
+from tests.conftest import GREEDY, user
+
+MB = 1 << 20
+
+
+def _smaps_of(address: int) -> dict[str, int]:
+    """The kernel's figures (kB) for the mapping that holds `address`."""
+    figures: dict[str, int] = {}
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(x, 16) for x in head.split("-"))
+                inside = start <= address < end
+            elif inside and head.endswith(":") and line.split()[-1] == "kB":
+                figures[head[:-1]] = int(line.split()[1])
+    return figures
+
+
+def _collapse_works() -> bool:
+    """Whether this kernel can collapse (Linux 6.1+, huge pages not turned off)."""
+    if sys.platform != "linux":
+        return False
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+        return "[never]" not in f.read() and not hp._unsupported
+
+
+def _private(size: int) -> mmap.mmap:
+    """Anonymous private memory, as malloc maps it (mmap's default is shared)."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _address(buf: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def _touch(buf: mmap.mmap, share: float) -> None:
+    """Write the first `share` of every 2 MB stretch, one byte per 4 KB page."""
+    for chunk in range(0, len(buf), hp.HUGE):
+        for page in range(chunk, chunk + int(hp.HUGE * share), hp.PAGE):
+            buf[page] = 1
+
+
+needs_collapse = pytest.mark.skipif(
+    not _collapse_works(), reason="this kernel cannot collapse huge pages (Linux 6.1+)"
+)
+
+
+@needs_collapse
+def test_memory_written_inside_the_block_goes_on_huge_pages() -> None:
+    buf = _private(12 * MB)
+    with hp.huge_pages() as collapsed:
+        _touch(buf, 1.0)
+    figures = _smaps_of(_address(buf))
+    # 12 MB not aligned to 2 MB holds at least 5 whole aligned stretches
+    assert collapsed.chunks >= 5
+    assert figures["AnonHugePages"] >= 5 * 2048
+    assert bytes(buf[: hp.PAGE]) == b"\x01" + bytes(hp.PAGE - 1)  # the same bytes
+    buf.close()
+
+
+@needs_collapse
+def test_memory_half_written_is_left_alone_so_it_does_not_grow() -> None:
+    buf = _private(12 * MB)
+    with hp.huge_pages() as collapsed:
+        _touch(buf, 0.5)
+    figures = _smaps_of(_address(buf))
+    assert collapsed.chunks == 0
+    assert figures["AnonHugePages"] == 0
+    assert figures["Rss"] <= 6 * 1024 + 2048  # half of it, give or take the unaligned ends
+    buf.close()
+
+
+def test_turned_off_it_collapses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hp, "enabled", False)
+    buf = _private(8 * MB)
+    with hp.huge_pages() as collapsed:
+        _touch(buf, 1.0)
+    assert collapsed.chunks == 0
+    assert _smaps_of(_address(buf)).get("AnonHugePages", 0) == 0
+    buf.close()
+
+
+def test_a_context_on_huge_pages_writes_the_same_reply(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # steer's default size: a KV cache over 32 MB always gets fresh memory from malloc (a
+    # smaller one may reuse memory already resident, which stays on small pages)
+    with_huge = ChatContext(model, n_ctx=4096)
+    monkeypatch.setattr(hp, "enabled", False)
+    without = ChatContext(model, n_ctx=4096)
+    assert without.huge_page_bytes == 0
+    if _collapse_works():
+        # the KV cache: 4,096 cells x 30 layers x (192 K + 192 V) x 2 bytes = 45 x 2 MB, which
+        # holds at least 44 whole 2 MB stretches wherever it starts
+        assert with_huge.huge_page_bytes >= 44 * hp.HUGE
+    question = user("Write a short story about a lighthouse keeper.")
+    for c in (with_huge, without):
+        c.reset()
+    a = with_huge.generate(question, GREEDY)
+    b = without.generate(question, GREEDY)
+    assert a.tokens >= 20 and a.token_ids == b.token_ids
+    with_huge.close()
+    without.close()
