@@ -38,8 +38,11 @@ def _collapse_works() -> bool:
     """Whether this kernel can collapse (Linux 6.1+, huge pages not turned off)."""
     if sys.platform != "linux":
         return False
-    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-        return "[never]" not in f.read() and not hp._unsupported
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read() and not hp._unsupported
+    except OSError:  # a kernel built without transparent huge pages
+        return False
 
 
 def _private(size: int) -> mmap.mmap:
