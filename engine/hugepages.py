@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
+import functools
+import mmap
 import os
 import sys
 from collections.abc import Iterator
@@ -40,7 +41,6 @@ HUGE = 1 << 21  # the x86-64 and arm64 (4 KB base page) huge page size
 PAGE = 4096
 MADV_COLLAPSE = 25
 _libc: ctypes.CDLL | None = None
-_unsupported = sys.platform != "linux"
 
 
 def _lib() -> ctypes.CDLL:
@@ -50,6 +50,27 @@ def _lib() -> ctypes.CDLL:
         _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
     return _libc
+
+
+@functools.cache
+def supported() -> bool:
+    """Whether this system collapses memory into huge pages: tried once, on scratch memory."""
+    if sys.platform != "linux":
+        return False
+    try:
+        scratch = mmap.mmap(-1, 2 * HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, AttributeError):
+        return False
+    try:
+        scratch.write(b"\1" * len(scratch))  # wholly resident, as a cleared KV buffer is
+        view = ctypes.c_char.from_buffer(scratch)
+        start = (ctypes.addressof(view) + HUGE - 1) & ~(HUGE - 1)  # one whole 2 MB stretch
+        del view
+        return _lib().madvise(start, HUGE, MADV_COLLAPSE) == 0
+    except OSError:
+        return False
+    finally:
+        scratch.close()
 
 
 def _anonymous_regions() -> list[tuple[int, int]]:
@@ -78,16 +99,8 @@ def _resident_chunks() -> set[int]:
 
 def collapse(chunks: set[int]) -> int:
     """Collapse each 2 MB stretch into one huge page; returns how many were."""
-    global _unsupported
     lib = _lib()
-    done = 0
-    for chunk in sorted(chunks):
-        if lib.madvise(chunk, HUGE, MADV_COLLAPSE) == 0:
-            done += 1
-        elif ctypes.get_errno() == errno.EINVAL and done == 0:  # a kernel before 6.1
-            _unsupported = True
-            break
-    return done
+    return sum(lib.madvise(chunk, HUGE, MADV_COLLAPSE) == 0 for chunk in sorted(chunks))
 
 
 @dataclass
@@ -105,7 +118,7 @@ class Collapsed:
 def huge_pages() -> Iterator[Collapsed]:
     """Around the creation of a llama.cpp context: collapse what it allocated (see above)."""
     done = Collapsed()
-    if _unsupported or not enabled:
+    if not enabled or not supported():
         yield done
         return
     try:

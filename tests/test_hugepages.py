@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import sys
 
 import pytest
 
@@ -34,17 +33,6 @@ def _smaps_of(address: int) -> dict[str, int]:
     return figures
 
 
-def _collapse_works() -> bool:
-    """Whether this kernel can collapse (Linux 6.1+, huge pages not turned off)."""
-    if sys.platform != "linux":
-        return False
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read() and not hp._unsupported
-    except OSError:  # a kernel built without transparent huge pages
-        return False
-
-
 def _private(size: int) -> mmap.mmap:
     """Anonymous private memory, as malloc maps it (mmap's default is shared)."""
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -62,7 +50,7 @@ def _touch(buf: mmap.mmap, share: float) -> None:
 
 
 needs_collapse = pytest.mark.skipif(
-    not _collapse_works(), reason="this kernel cannot collapse huge pages (Linux 6.1+)"
+    not hp.supported(), reason="this kernel cannot collapse huge pages (Linux 6.1+)"
 )
 
 
@@ -110,7 +98,7 @@ def test_a_context_on_huge_pages_writes_the_same_reply(
     monkeypatch.setattr(hp, "enabled", False)
     without = ChatContext(model, n_ctx=4096)
     assert without.huge_page_bytes == 0
-    if _collapse_works():
+    if hp.supported():
         # the KV cache: 4,096 cells x 30 layers x (192 K + 192 V) x 2 bytes = 45 x 2 MB, which
         # holds at least 44 whole 2 MB stretches wherever it starts
         assert with_huge.huge_page_bytes >= 44 * hp.HUGE
