@@ -162,10 +162,18 @@ def workbench(model: Model, steering: Steering, rounds: int) -> None:
     )
 
 
+def calibrate_terse(batched, prompts: list[str]) -> float:
+    """/contrast terse's calibration, on a batch or one reply at a time; its strength."""
+    from repl.calibrate import _calibrate, _Progress
+
+    progress = _Progress(None, 0, 1)
+    return _calibrate(batched, "terse", TERSE, (9, 13), prompts, 40, "add", progress, None).strength
+
+
 def calibration_time(model: Model, rounds: int) -> None:
     """/contrast terse's two parts, ABBA-paired: capture and maths (24 pairs), then the
     calibration, batched (what /contrast does) and one reply at a time."""
-    from repl.calibrate import N_PROMPTS, Unbatched, _calibrate, _Progress
+    from repl.calibrate import N_PROMPTS, Unbatched
     from repl.core import Core
     from vectors import calibration_prompts
 
@@ -179,20 +187,6 @@ def calibration_time(model: Model, rounds: int) -> None:
         core.steering.vectors.pop("terse", None)
         build_terse(core.steering)
 
-    def calibrated(batched) -> float:
-        cal = _calibrate(
-            batched,
-            "terse",
-            TERSE,
-            (9, 13),
-            prompts,
-            40,
-            "add",
-            _Progress(None, 0, 1),
-            None,
-        )
-        return cal.strength
-
     for order in [("batched", "one at a time"), ("one at a time", "batched")] * rounds:
         start = time.perf_counter()
         capture()
@@ -201,9 +195,9 @@ def calibration_time(model: Model, rounds: int) -> None:
             start = time.perf_counter()
             if how == "batched":
                 with core.batch() as batched:
-                    chosen[how] = calibrated(batched)
+                    chosen[how] = calibrate_terse(batched, prompts)
             else:
-                chosen[how] = calibrated(Unbatched(core))
+                chosen[how] = calibrate_terse(Unbatched(core), prompts)
             got[how].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in got.items()}
     print(f"/contrast terse, 24 pairs, medians of {2 * rounds} (ABBA):")
@@ -221,7 +215,7 @@ def calibration_huge_pages(model: Model, rounds: int) -> None:
     pages (engine/hugepages.py) against one on 4 KB pages, ABBA; capture (the probe's own
     context, unchanged) alongside for the ratio the efficacy issue asks about."""
     from engine import hugepages
-    from repl.calibrate import N_PROMPTS, _calibrate, _Progress
+    from repl.calibrate import N_PROMPTS
     from repl.core import Core
     from vectors import calibration_prompts
 
@@ -243,19 +237,8 @@ def calibration_huge_pages(model: Model, rounds: int) -> None:
             got["capture"].append(time.perf_counter() - start)
             start = time.perf_counter()
             with core.batch() as batched:
-                cal = _calibrate(
-                    batched,
-                    "terse",
-                    TERSE,
-                    (9, 13),
-                    prompts,
-                    40,
-                    "add",
-                    _Progress(None, 0, 1),
-                    None,
-                )
+                chosen[name] = calibrate_terse(batched, prompts)
             got[name].append(time.perf_counter() - start)
-            chosen[name] = cal.strength
     med = {k: statistics.median(v) for k, v in got.items()}
     paired = [a / b for a, b in zip(got["4 KB pages"], got["huge pages"], strict=True)]
     print(f"/contrast terse calibration, batched, medians of {rounds} (ABBA):")

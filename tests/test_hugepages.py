@@ -54,12 +54,17 @@ needs_collapse = pytest.mark.skipif(
 )
 
 
-@needs_collapse
-def test_memory_written_inside_the_block_goes_on_huge_pages() -> None:
+def _written_in_a_block(share: float) -> tuple[mmap.mmap, hp.Collapsed, dict[str, int]]:
+    """12 MB, `share` of each 2 MB of it written inside `huge_pages()`; what the kernel says."""
     buf = _private(12 * MB)
     with hp.huge_pages() as collapsed:
-        _touch(buf, 1.0)
-    figures = _smaps_of(_address(buf))
+        _touch(buf, share)
+    return buf, collapsed, _smaps_of(_address(buf))
+
+
+@needs_collapse
+def test_memory_written_inside_the_block_goes_on_huge_pages() -> None:
+    buf, collapsed, figures = _written_in_a_block(1.0)
     # 12 MB not aligned to 2 MB holds at least 5 whole aligned stretches
     assert collapsed.chunks >= 5
     assert figures["AnonHugePages"] >= 5 * 2048
@@ -69,10 +74,7 @@ def test_memory_written_inside_the_block_goes_on_huge_pages() -> None:
 
 @needs_collapse
 def test_memory_half_written_is_left_alone_so_it_does_not_grow() -> None:
-    buf = _private(12 * MB)
-    with hp.huge_pages() as collapsed:
-        _touch(buf, 0.5)
-    figures = _smaps_of(_address(buf))
+    buf, collapsed, figures = _written_in_a_block(0.5)
     assert collapsed.chunks == 0
     assert figures["AnonHugePages"] == 0
     assert figures["Rss"] <= 6 * 1024 + 2048  # half of it, give or take the unaligned ends
