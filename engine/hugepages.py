@@ -57,7 +57,10 @@ def supported() -> bool:
     """Whether this system collapses memory into huge pages: tried once, on scratch memory."""
     if sys.platform != "linux":
         return False
-    try:
+    try:  # MADV_COLLAPSE would ignore this setting; an administrator's "never" is respected
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as setting:
+            if "[never]" in setting.read():
+                return False
         scratch = mmap.mmap(-1, 2 * HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     except (OSError, AttributeError):
         return False
