@@ -37,10 +37,22 @@ from dataclasses import dataclass
 # STEER_HUGE_PAGES=0 turns it off (bench/reference_bench.py measures what it gives that way).
 enabled = os.environ.get("STEER_HUGE_PAGES", "1") != "0"
 
-HUGE = 1 << 21  # the x86-64 and arm64 (4 KB base page) huge page size
-PAGE = 4096
+PAGE = mmap.PAGESIZE
 MADV_COLLAPSE = 25
+_RESIDENT = bytes(b & 1 for b in range(256))  # mincore: bit 0 says resident, the rest reserved
 _libc: ctypes.CDLL | None = None
+
+
+def _huge_page_size() -> int:
+    """The kernel's huge page for anonymous memory: 2 MB on x86-64 and 4 KB-page arm64."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as size:
+            return int(size.read())
+    except (OSError, ValueError):
+        return 1 << 21
+
+
+HUGE = _huge_page_size()
 
 
 def _lib() -> ctypes.CDLL:
@@ -95,7 +107,7 @@ def _resident_chunks() -> set[int]:
     full = set()
     for start, end in _anonymous_regions():
         for chunk in range((start + HUGE - 1) & ~(HUGE - 1), end & ~(HUGE - 1), HUGE):
-            if lib.mincore(chunk, HUGE, vec) == 0 and vec.raw.count(0) == 0:
+            if lib.mincore(chunk, HUGE, vec) == 0 and vec.raw.translate(_RESIDENT).count(0) == 0:
                 full.add(chunk)
     return full
 
