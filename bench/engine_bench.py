@@ -88,7 +88,7 @@ def huge_pages_gain(model: Model, rounds: int, n_tokens: int) -> None:
     from engine import hugepages
 
     contexts = {}
-    for name, on in (("huge pages", True), ("4 KB pages", False)):  # huge first: see the module
+    for name, on in (("huge pages", True), ("4 KB pages", False)):
         hugepages.enabled = on
         contexts[name] = ChatContext(model, n_ctx=4096)
     hugepages.enabled = True

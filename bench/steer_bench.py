@@ -220,7 +220,7 @@ def calibration_huge_pages(model: Model, rounds: int) -> None:
     from vectors import calibration_prompts
 
     cores = {}
-    for name, on in (("huge pages", True), ("4 KB pages", False)):  # huge first: see the module
+    for name, on in (("huge pages", True), ("4 KB pages", False)):
         hugepages.enabled = on
         cores[name] = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0))
         cores[name].steering.probe()
