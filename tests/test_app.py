@@ -114,14 +114,19 @@ def hold_the_story_at_token_20(core: Core, monkeypatch) -> tuple[Gate, threading
     return gate, ended
 
 
+async def ask_for_the_held_story(pilot, gate: Gate) -> None:
+    """Ask for the story and wait until its reply is held at the gate, mid-reply."""
+    await type_text(pilot, "Write a long story about a dragon.")
+    await pilot.press("enter")
+    await wait_for(pilot, gate.reached.is_set)
+
+
 @sync
 async def test_escape_stops_the_reply_and_the_ui_stays_usable(core, monkeypatch) -> None:
     gate, _ = hold_the_story_at_token_20(core, monkeypatch)
     app = RecordingApp(core)
     async with app.run_test(size=SIZE) as pilot:
-        await type_text(pilot, "Write a long story about a dragon.")
-        await pilot.press("enter")
-        await wait_for(pilot, gate.reached.is_set)
+        await ask_for_the_held_story(pilot, gate)
         await pilot.pause()
         live = app.query_one(StreamingReply)
         assert live.text and live.text == "".join(app.updates)  # what has streamed, on screen
@@ -148,9 +153,7 @@ async def test_quit_mid_reply_stops_the_reply_and_keeps_it(core, monkeypatch) ->
     gate, ended = hold_the_story_at_token_20(core, monkeypatch)
     app = SteerApp(core)
     async with app.run_test(size=SIZE) as pilot:
-        await type_text(pilot, "Write a long story about a dragon.")
-        await pilot.press("enter")
-        await wait_for(pilot, gate.reached.is_set)
+        await ask_for_the_held_story(pilot, gate)
         await pilot.press("ctrl+q")
     gate.open()
     assert ended.wait(60), "the reply never ended"
