@@ -174,3 +174,25 @@ def record_and_replay(tmp_path: Path, lines: str, max_tokens: int):
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     return replies, tomllib.loads(session.read_text("utf-8")), check
+
+
+def steady_cursor(before=None):
+    """A `run_before` for snap_compare: `before`, then the input's cursor stops blinking (it
+    stays shown while the input has focus). A blinking cursor is caught on or off depending on
+    how long the machine took to get there, and the app turns the blink back on whenever work
+    ends, so this comes last."""
+
+    async def run(pilot) -> None:
+        if before is not None:
+            await before(pilot)
+        from repl.app import ChatInput  # the app's Textual widgets: only where a test needs them
+
+        chat_input = pilot.app.query_one(ChatInput)
+        chat_input.cursor_blink = False
+        # Textual 8.2's TextArea keys its cached lines on the cursor only while it blinks, so a
+        # line cached in the blink's hidden phase would be drawn again without the cursor;
+        # notify_style_update clears that cache.
+        chat_input.notify_style_update()
+        await pilot.pause()
+
+    return run

@@ -16,7 +16,7 @@ from repl.app import ChatInput, SteerApp, Token
 from repl.core import Core
 from repl.streaming import StreamingReply
 from repl.widgets import BlockChart, VectorView
-from tests.conftest import GREEDY, Gate, user
+from tests.conftest import GREEDY, Gate, steady_cursor, user
 
 SIZE = (100, 30)
 
@@ -236,7 +236,7 @@ async def test_command_palette_runs_slash_commands(core) -> None:
 
 
 def test_main_screen_snapshot(snap_compare, core) -> None:
-    assert snap_compare(SteerApp(core), terminal_size=(80, 24))
+    assert snap_compare(SteerApp(core), terminal_size=(80, 24), run_before=steady_cursor())
 
 
 @sync

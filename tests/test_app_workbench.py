@@ -8,12 +8,12 @@ import pytest
 from textual.widgets import DataTable, Markdown, Static
 
 from engine import ChatContext
-from repl.app import ChatInput, SteerApp
+from repl.app import SteerApp
 from repl.core import Core
 from repl.session import attach, detach
 from repl.session_file import load_session
 from repl.widgets import BlockChart, CompareView, SteeringRack, SweepView, VectorView
-from tests.conftest import GREEDY, Gate
+from tests.conftest import GREEDY, Gate, steady_cursor
 from tests.test_app import sync, type_text, wait_for
 from vectors import SteeringVector
 
@@ -245,7 +245,7 @@ def test_rack_snapshot(snap_compare, wb_core: Core, size) -> None:
         await run_and_wait(pilot, pilot.app, "/steer terse 1.2")
         await pilot.press("ctrl+r", "down")
 
-    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=before)
+    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=steady_cursor(before))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
@@ -254,7 +254,7 @@ def test_compare_snapshot(snap_compare, wb_core: Core, size) -> None:
         await run_and_wait(pilot, pilot.app, "/steer terse")
         await run_and_wait(pilot, pilot.app, f"/compare {QUESTION}")
 
-    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=before)
+    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=steady_cursor(before))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
@@ -262,14 +262,12 @@ def test_sweep_snapshot(snap_compare, wb_core: Core, size) -> None:
     async def before(pilot) -> None:
         await run_and_wait(pilot, pilot.app, f'/sweep terse 0.5,1,3 --prompt "{QUESTION}"')
 
-    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=before)
+    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=steady_cursor(before))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
 def test_vector_view_snapshot(snap_compare, wb_core: Core, size) -> None:
     async def before(pilot) -> None:
-        # a steady cursor: a blinking one is caught on or off depending on the machine's load
-        pilot.app.query_one(ChatInput).cursor_blink = False
         await run_and_wait(pilot, pilot.app, "/vector show terse")
 
-    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=before)
+    assert snap_compare(SteerApp(wb_core), terminal_size=size, run_before=steady_cursor(before))
