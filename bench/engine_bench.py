@@ -19,6 +19,7 @@ import llama_cpp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
+from engine.chat import FIRST_CELLS  # noqa: E402
 
 STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
 
@@ -61,15 +62,16 @@ def engine_decode_rate(model: Model, n_tokens: int, n_ctx: int) -> float:
 
 
 def decode_speed(model: Model, rounds: int, n_tokens: int) -> None:
-    """Paired rounds in ABBA order, so drift in machine speed hits both sides alike."""
+    """Paired rounds in ABBA order, so drift in machine speed hits both sides alike. The bare
+    loop gets the 512 cells the engine's cache starts with (a reply this long stays in them)."""
     bare, ours, ratios = [], [], []
     for i in range(rounds):
         if i % 2 == 0:
-            b = bare_decode_rate(model, n_tokens, 2048)
+            b = bare_decode_rate(model, n_tokens, FIRST_CELLS)
             e = engine_decode_rate(model, n_tokens, 2048)
         else:
             e = engine_decode_rate(model, n_tokens, 2048)
-            b = bare_decode_rate(model, n_tokens, 2048)
+            b = bare_decode_rate(model, n_tokens, FIRST_CELLS)
         bare.append(b)
         ours.append(e)
         ratios.append(e / b)
@@ -84,14 +86,43 @@ def decode_speed(model: Model, rounds: int, n_tokens: int) -> None:
 
 def huge_pages_gain(model: Model, rounds: int, n_tokens: int) -> None:
     """The chat context with its KV cache on 2 MB pages (engine/hugepages.py) against the same
-    context on 4 KB pages, 4,096 cells as in a chat, in one process: replies alternate ABBA."""
+    context on 4 KB pages, both at the 4,096 cells a chat grows to, in one process."""
     from engine import hugepages
 
     contexts = {}
     for name, on in (("huge pages", True), ("4 KB pages", False)):
         hugepages.enabled = on
-        contexts[name] = ChatContext(model, n_ctx=4096)
+        contexts[name] = ChatContext(model, n_ctx=4096, first_cells=4096)
     hugepages.enabled = True
+    on_huge = contexts["huge pages"].huge_page_bytes / 2**20
+    title = f"decode with the KV cache on huge pages ({on_huge:.0f} MiB of it), {n_tokens} tokens"
+    paired_replies(title, contexts, rounds, n_tokens)
+
+
+def growth_gain(model: Model, rounds: int, n_tokens: int) -> None:
+    """A chat context that starts at 512 cells and grows (engine/chat.py) against one made at
+    its full 4,096 cells, and what growing costs a long prompt's first token."""
+    first = {"from 512 cells": FIRST_CELLS, "4,096 cells": 4096}
+    contexts = {name: ChatContext(model, n_ctx=4096, first_cells=n) for name, n in first.items()}
+    title = f"decode in a cache grown on demand, {n_tokens} tokens"
+    paired_replies(title, contexts, rounds, n_tokens)
+    for ctx in contexts.values():
+        ctx.close()
+    lines = " ".join(f"Line {i}: the tide rose and fell at the harbour." for i in range(100))
+    long = [{"role": "user", "content": lines + " Summarise."}]
+    ttft: dict[str, list[float]] = {name: [] for name in first}
+    for i in range(max(2, rounds // 4)):
+        for name in list(first) if i % 2 == 0 else reversed(list(first)):
+            fresh = ChatContext(model, n_ctx=4096, first_cells=first[name])
+            ttft[name].append(fresh.generate(long, Sampling(temperature=0, max_tokens=2)).ttft_s)
+            fresh.close()
+    print(f"  first token after a {len(model.chat_tokens(long))}-token prompt in a new context:")
+    for name, times in ttft.items():
+        print(f"  {name:<27}: {statistics.median(times) * 1000:7.0f} ms (median)")
+
+
+def paired_replies(title: str, contexts: dict[str, ChatContext], rounds: int, n_tokens: int):
+    """Decode rates of two contexts, replies alternating ABBA in one process."""
     got: dict[str, list[float]] = {name: [] for name in contexts}
     texts = set()
     for i in range(rounds):
@@ -101,18 +132,16 @@ def huge_pages_gain(model: Model, rounds: int, n_tokens: int) -> None:
             reply = ctx.generate(STORY, Sampling(temperature=0, max_tokens=n_tokens))
             got[name].append(reply.tokens_per_s)
             texts.add(reply.text)
-    ratios = [a / b for a, b in zip(got["huge pages"], got["4 KB pages"], strict=True)]
-    on_huge = contexts["huge pages"].huge_page_bytes / 2**20
-    print(f"decode with the KV cache on huge pages ({on_huge:.0f} MiB of it), {n_tokens} tokens")
+    (a, rates_a), (b, rates_b) = got.items()
+    ratios = [x / y for x, y in zip(rates_a, rates_b, strict=True)]
+    print(title)
     for name, rates in got.items():
         print(f"  {name:<27}: {statistics.median(rates):7.1f} tok/s (median)")
     print(
-        f"  ratio huge / 4 KB pages    : {statistics.median(ratios):7.3f} (median of {rounds} "
-        f"paired; min {min(ratios):.3f}, max {max(ratios):.3f}; faster in "
+        f"  ratio {a} / {b}".ljust(29) + f": {statistics.median(ratios):7.3f} (median of "
+        f"{rounds} paired; min {min(ratios):.3f}, max {max(ratios):.3f}; faster in "
         f"{sum(r > 1 for r in ratios)}); the same replies: {len(texts) == 1}"
     )
-    for ctx in contexts.values():
-        ctx.close()
 
 
 def ttft_over_turns(model: Model, turns: int, rounds: int) -> None:
@@ -157,6 +186,7 @@ def main() -> None:
     decode_speed(model, args.rounds, args.tokens)
     ttft_over_turns(model, args.turns, max(1, args.rounds // 2))  # its peak RSS: a chat's
     huge_pages_gain(model, 2 * args.rounds, args.tokens)
+    growth_gain(model, 2 * args.rounds, args.tokens)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ class Batch:
         with self.ctx._lock:
             self.ctx._batch_open = False
             self.ctx.reset()
+            self.ctx.shrink()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -303,8 +304,8 @@ class Batch:
         """One llama_decode of these rows; the logits of the rows that asked for them, in
         order (copied)."""
         with filled(rows) as batch:
-            rc = llama_cpp.llama_decode(self.ctx.ptr, batch)
-        if rc == 1:  # llama.cpp found no room in the KV cache for the batch
+            rc = self.ctx.decode(batch)
+        if rc == 1:  # no room in the KV cache for the batch, even grown to the full window
             raise BatchFull(
                 f"the context window ({self.ctx.n_ctx} tokens) has no room for this batch"
             )

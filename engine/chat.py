@@ -26,6 +26,7 @@ from engine.lora import LoraAdapter
 from engine.model import Model, TemplateError
 
 BATCH_SEQS = 32  # sequences a context holds: the chat's (0) and engine/batch.py's
+FIRST_CELLS = 512  # KV cells a context starts with; it doubles when full, up to n_ctx
 
 
 class EngineError(Exception):
@@ -101,11 +102,13 @@ class ChatContext:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        first_cells: int = FIRST_CELLS,
     ) -> None:
         self.model = model
         threads = n_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        window = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        self.n_ctx = window + -window % 256  # llama.cpp rounds a context up to 256 cells
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         # The chat is sequence 0; engine/batch.py writes and scores many short sequences in
@@ -117,15 +120,12 @@ class ChatContext:
         # llama.cpp's CPU flash-attention path made a 20-token turn at 1,100 tokens of context
         # ~2x slower than at 60 here; the classic path ~1.35x (bench/engine_bench.py).
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        with huge_pages() as collapsed:
-            self._ptr = llama_cpp.llama_init_from_model(model.ptr, params)
-        self.huge_page_bytes = collapsed.bytes  # its KV cache on 2 MB pages (engine/hugepages.py)
-        if not self._ptr:
-            raise EngineError("llama.cpp could not create a context (out of memory?)")
-        self.n_ctx = llama_cpp.llama_n_ctx(self._ptr)
+        self._params = params
+        self._ptr = None
+        self._first_cells = min(max(first_cells, 1), self.n_ctx)
+        self._make(self._first_cells)
         self.n_batch = llama_cpp.llama_n_batch(self._ptr)  # llama.cpp may lower it
         self.n_threads = threads
-        self._mem = llama_cpp.llama_get_memory(self._ptr)
         self._cached: list[int] = []  # tokens whose K/V sit in the cache, in order
         self._starts: list[int] = []  # where each llama_decode batch of them began, ascending
         self._lock = threading.Lock()
@@ -138,6 +138,80 @@ class ChatContext:
         self._phase = "write"
         self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
         self._batch_open = False  # an engine.batch.Batch holds sequences 1..
+
+    def _make(self, cells: int) -> None:
+        """Create the llama.cpp context with `cells` KV cells (the context window stays n_ctx).
+
+        Why not n_ctx cells at once: with flash attention off llama.cpp stores V transposed,
+        its rows `cells` apart, and every token writes one value into each of them; at 4,096
+        cells the chat decoded ~5% slower than at 512, for the same logits to the bit."""
+        self._params.n_ctx = cells
+        with huge_pages() as collapsed:
+            ptr = llama_cpp.llama_init_from_model(self.model.ptr, self._params)
+        if not ptr:
+            raise EngineError("llama.cpp could not create a context (out of memory?)")
+        self._ptr = ptr
+        self.huge_page_bytes = collapsed.bytes  # its KV cache on 2 MB pages (engine/hugepages.py)
+        self.n_cells = llama_cpp.llama_n_ctx(ptr)
+        self.n_ctx = max(self.n_ctx, self.n_cells)
+        self._mem = llama_cpp.llama_get_memory(ptr)
+
+    def _grow(self) -> bool:
+        """Move every sequence's cells into a context twice the size (at most n_ctx); False if
+        it is that size already.
+
+        The cells are copied to the bit and keep their order (llama.cpp packs out any empty
+        cells between them), so a reply goes on as it would have in the larger context. The
+        old context is freed before the new one is made, so memory peaks at the new one plus
+        the copy, never both contexts."""
+        if self.n_cells >= self.n_ctx:
+            return False
+        cells = min(self.n_cells * 2, self.n_ctx)
+        size = llama_cpp.llama_state_seq_get_size(self._ptr, -1)
+        saved = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self._ptr, saved, size, -1) != size:
+            raise EngineError("llama.cpp could not copy the KV cache to grow the context")
+        old = self.n_cells
+        llama_cpp.llama_free(self._ptr)
+        self._ptr = None
+        try:
+            self._make(cells)
+        except EngineError:
+            self._make(old)  # no room for the larger one: go on in the size it had
+            cells = old
+        if llama_cpp.llama_state_seq_set_data(self._ptr, saved, size, -1) != size:
+            llama_cpp.llama_memory_clear(self._mem, True)
+            self._cached, self._starts = [], []
+            raise EngineError("llama.cpp could not restore the KV cache after growing the context")
+        self._restore_steering()
+        return cells > old
+
+    def shrink(self) -> None:
+        """Go back to the first size once the cache is empty (a batch grew it for sequences
+        that are gone), so the chat's replies decode in the small cache again."""
+        if self.n_cells <= self._first_cells or self._cached or self._batch_open:
+            return
+        llama_cpp.llama_free(self._ptr)
+        self._ptr = None
+        self._make(self._first_cells)
+        self._restore_steering()
+
+    def _restore_steering(self) -> None:
+        """Put the control vector and LoRA adapters in force again in a new llama.cpp context."""
+        phase, self._phase = self._phase, ""
+        self._apply(phase or "write")
+        if self._loras:
+            self._set_loras(self._loras)
+
+    def decode(self, batch: llama_cpp.llama_batch) -> int:
+        """llama_decode, growing the cache while llama.cpp finds no room for the batch (1).
+
+        llama.cpp looks for room before it changes anything, so a batch refused for room
+        leaves the cache as it was and can be decoded again after the copy."""
+        rc = llama_cpp.llama_decode(self._ptr, batch)
+        while rc == 1 and self._grow():
+            rc = llama_cpp.llama_decode(self._ptr, batch)
+        return rc
 
     @property
     def steered(self) -> bool:
@@ -155,17 +229,20 @@ class ChatContext:
         if wanted == self._loras:
             return False
         with self._lock:
-            n = len(wanted)
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*(p for p, _ in wanted))
-            scales = (ctypes.c_float * n)(*(s for _, s in wanted))
-            rc = llama_cpp.llama_set_adapters_lora(
-                self._ptr, handles if n else None, n, scales if n else None
-            )
-            if rc != 0:
-                raise EngineError(f"llama.cpp refused the LoRA adapters (code {rc})")
+            self._set_loras(wanted)
             self._loras = wanted
             self.reset()
         return True
+
+    def _set_loras(self, wanted: tuple[tuple[object, float], ...]) -> None:
+        n = len(wanted)
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*(p for p, _ in wanted))
+        scales = (ctypes.c_float * n)(*(s for _, s in wanted))
+        rc = llama_cpp.llama_set_adapters_lora(
+            self._ptr, handles if n else None, n, scales if n else None
+        )
+        if rc != 0:
+            raise EngineError(f"llama.cpp refused the LoRA adapters (code {rc})")
 
     def set_control(self, buffer: np.ndarray | None, prompt: np.ndarray | None = None) -> bool:
         """Apply a full control-vector buffer, or None for no steering; True if it changed.
@@ -254,7 +331,7 @@ class ChatContext:
         """Evaluate at most n_batch tokens of the prompt after the cached ones."""
         self._apply("read")
         arr = (llama_cpp.llama_token * len(chunk))(*chunk)
-        rc = llama_cpp.llama_decode(self._ptr, llama_cpp.llama_batch_get_one(arr, len(chunk)))
+        rc = self.decode(llama_cpp.llama_batch_get_one(arr, len(chunk)))
         if rc != 0:
             self.reset()
             raise EngineError(f"llama_decode failed with code {rc}")
@@ -341,7 +418,7 @@ class ChatContext:
         base = len(self._cached)
         self._apply("write")  # a scored reply is read as the model wrote it
         with filled([(token, base + i, 0, True) for i, token in enumerate(chunk)]) as batch:
-            rc = llama_cpp.llama_decode(self._ptr, batch)
+            rc = self.decode(batch)
         if rc != 0:
             self.reset()
             raise EngineError(f"llama_decode failed with code {rc}")
@@ -390,7 +467,7 @@ class ChatContext:
         return self._stream(prompt, evaluated, sampling, seed, on_token, cancelled, t0)
 
     def _stream(self, prompt, evaluated, sampling, seed, on_token, cancelled, t0) -> Reply:
-        model, ctx, one = self.model, self._ptr, self._one
+        model, one = self.model, self._one
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         sampler = _sampler(sampling, seed)
         out: list[int] = []
@@ -407,7 +484,7 @@ class ChatContext:
                 if len(self._cached) >= self.n_ctx:
                     reason = "context_full"
                     break
-                token = llama_cpp.llama_sampler_sample(sampler, ctx, -1)
+                token = llama_cpp.llama_sampler_sample(sampler, self._ptr, -1)
                 t_last = time.perf_counter()
                 sampled += 1
                 if t_first is None:
@@ -424,7 +501,7 @@ class ChatContext:
                 if len(out) >= sampling.max_tokens:
                     break
                 one[0] = token
-                rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+                rc = self.decode(llama_cpp.llama_batch_get_one(one, 1))
                 if rc != 0:
                     self.reset()
                     raise EngineError(f"llama_decode failed with code {rc}")

@@ -94,11 +94,11 @@ def test_turned_off_it_collapses_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_context_on_huge_pages_writes_the_same_reply(
     model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # steer's default size: a KV cache over 32 MB always gets fresh memory from malloc (a
+    # the size a chat grows to: a KV cache over 32 MB always gets fresh memory from malloc (a
     # smaller one may reuse memory already resident, which stays on small pages)
-    with_huge = ChatContext(model, n_ctx=4096)
+    with_huge = ChatContext(model, n_ctx=4096, first_cells=4096)
     monkeypatch.setattr(hp, "enabled", False)
-    without = ChatContext(model, n_ctx=4096)
+    without = ChatContext(model, n_ctx=4096, first_cells=4096)
     assert without.huge_page_bytes == 0
     if hp.supported():
         # the KV cache: 4,096 cells x 30 layers x (192 K + 192 V) x 2 bytes = 94.4 MB (45 x 2 MB);
@@ -112,3 +112,16 @@ def test_a_context_on_huge_pages_writes_the_same_reply(
     assert a.tokens >= 20 and a.token_ids == b.token_ids
     with_huge.close()
     without.close()
+
+
+def test_a_cache_made_after_another_was_freed_is_on_huge_pages(model: Model) -> None:
+    """A chat's cache is made anew when it grows or shrinks, so in memory malloc got back:
+    its free pages go back to the kernel first, and the new cache is newly resident."""
+    if not hp.supported():
+        pytest.skip("this system does not collapse memory into huge pages")
+    for cells in (1024, 512):  # the second sits in the heap once the first raised malloc's
+        ChatContext(model, n_ctx=2048, first_cells=cells).close()  # mmap threshold
+    small = ChatContext(model, n_ctx=2048, first_cells=512)  # where the last one was
+    # 512 cells x 30 layers x (192 K + 192 V) x 2 bytes = 11.8 MB: all but its two ends
+    assert small.huge_page_bytes >= 512 * 30 * 384 * 2 - 2 * hp.HUGE
+    small.close()
