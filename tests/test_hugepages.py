@@ -94,8 +94,7 @@ def test_turned_off_it_collapses_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_a_context_on_huge_pages_writes_the_same_reply(
     model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the size a chat grows to: a KV cache over 32 MB always gets fresh memory from malloc (a
-    # smaller one may reuse memory already resident, which stays on small pages)
+    # the size a chat grows to, made at once (the test below makes smaller ones)
     with_huge = ChatContext(model, n_ctx=4096, first_cells=4096)
     monkeypatch.setattr(hp, "enabled", False)
     without = ChatContext(model, n_ctx=4096, first_cells=4096)
