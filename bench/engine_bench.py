@@ -97,6 +97,8 @@ def huge_pages_gain(model: Model, rounds: int, n_tokens: int) -> None:
     on_huge = contexts["huge pages"].huge_page_bytes / 2**20
     title = f"decode with the KV cache on huge pages ({on_huge:.0f} MiB of it), {n_tokens} tokens"
     paired_replies(title, contexts, rounds, n_tokens)
+    for ctx in contexts.values():
+        ctx.close()
 
 
 def growth_gain(model: Model, rounds: int, n_tokens: int) -> None:
