@@ -122,7 +122,9 @@ class ChatContext:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._params = params
         self._ptr = None
-        self._first_cells = min(max(first_cells, 1), self.n_ctx)
+        # never under a batch: llama.cpp lowers n_batch to the cells, and a smaller batch
+        # split would change the numbers against a context made at full size
+        self._first_cells = min(max(first_cells, n_batch), self.n_ctx)
         self._make(self._first_cells)
         self.n_batch = llama_cpp.llama_n_batch(self._ptr)  # llama.cpp may lower it
         self.n_threads = threads
@@ -158,42 +160,41 @@ class ChatContext:
 
     def _grow(self) -> bool:
         """Move every sequence's cells into a context twice the size (at most n_ctx); False if
-        it is that size already.
+        it is that size already, or no larger one could be made.
 
         The cells are copied to the bit and keep their order (llama.cpp packs out any empty
-        cells between them), so a reply goes on as it would have in the larger context. The
-        old context is freed before the new one is made, so memory peaks at the new one plus
-        the copy, never both contexts."""
+        cells between them), so a reply goes on as it would have in the larger context."""
         if self.n_cells >= self.n_ctx:
             return False
-        cells = min(self.n_cells * 2, self.n_ctx)
+        old = self.n_cells
         size = llama_cpp.llama_state_seq_get_size(self._ptr, -1)
         saved = (ctypes.c_uint8 * size)()
         if llama_cpp.llama_state_seq_get_data(self._ptr, saved, size, -1) != size:
             raise EngineError("llama.cpp could not copy the KV cache to grow the context")
+        self._remake(min(old * 2, self.n_ctx))
+        if llama_cpp.llama_state_seq_set_data(self._ptr, saved, size, -1) != size:
+            llama_cpp.llama_memory_clear(self._mem, True)
+            self._cached, self._starts = [], []
+            raise EngineError("llama.cpp could not restore the KV cache after growing the context")
+        return self.n_cells > old
+
+    def shrink(self) -> None:
+        """Go back to the first size once the cache is empty (a batch grew it for sequences
+        that are gone), so the chat's replies decode in the small cache again."""
+        if self.n_cells > self._first_cells and not self._cached and not self._batch_open:
+            self._remake(self._first_cells)
+
+    def _remake(self, cells: int) -> None:
+        """Replace the llama.cpp context with an empty one of `cells` cells, the same steering
+        in force; if that size cannot be made, with one of the size it had. The old context is
+        freed first, so memory never holds both."""
         old = self.n_cells
         llama_cpp.llama_free(self._ptr)
         self._ptr = None
         try:
             self._make(cells)
         except EngineError:
-            self._make(old)  # no room for the larger one: go on in the size it had
-            cells = old
-        if llama_cpp.llama_state_seq_set_data(self._ptr, saved, size, -1) != size:
-            llama_cpp.llama_memory_clear(self._mem, True)
-            self._cached, self._starts = [], []
-            raise EngineError("llama.cpp could not restore the KV cache after growing the context")
-        self._restore_steering()
-        return cells > old
-
-    def shrink(self) -> None:
-        """Go back to the first size once the cache is empty (a batch grew it for sequences
-        that are gone), so the chat's replies decode in the small cache again."""
-        if self.n_cells <= self._first_cells or self._cached or self._batch_open:
-            return
-        llama_cpp.llama_free(self._ptr)
-        self._ptr = None
-        self._make(self._first_cells)
+            self._make(old)
         self._restore_steering()
 
     def _restore_steering(self) -> None:

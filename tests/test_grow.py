@@ -142,3 +142,11 @@ def test_growth_stops_at_the_context_window(model: Model) -> None:
         ctx.generate(long, SHORT)
     assert ctx.n_cells == 768
     ctx.close()
+
+
+def test_the_first_size_is_never_under_a_batch(model: Model) -> None:
+    """llama.cpp lowers n_batch to the cells it has; a smaller batch split than a full-size
+    context's would change the numbers, so a context never starts below one batch."""
+    ctx = ChatContext(model, n_ctx=2048, first_cells=128)
+    assert (ctx.n_cells, ctx.n_batch) == (512, 512)
+    ctx.close()
