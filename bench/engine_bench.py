@@ -123,7 +123,9 @@ def growth_gain(model: Model, rounds: int, n_tokens: int) -> None:
         print(f"  {name:<27}: {statistics.median(times) * 1000:7.0f} ms (median)")
 
 
-def paired_replies(title: str, contexts: dict[str, ChatContext], rounds: int, n_tokens: int):
+def paired_replies(
+    title: str, contexts: dict[str, ChatContext], rounds: int, n_tokens: int
+) -> None:
     """Decode rates of two contexts, replies alternating ABBA in one process."""
     got: dict[str, list[float]] = {name: [] for name in contexts}
     texts = set()

@@ -113,11 +113,10 @@ def test_a_context_on_huge_pages_writes_the_same_reply(
     without.close()
 
 
+@needs_collapse
 def test_a_cache_made_after_another_was_freed_is_on_huge_pages(model: Model) -> None:
     """A chat's cache is made anew when it grows or shrinks, so in memory malloc got back:
     its free pages go back to the kernel first, and the new cache is newly resident."""
-    if not hp.supported():
-        pytest.skip("this system does not collapse memory into huge pages")
     for cells in (1024, 512):  # the second sits in the heap once the first raised malloc's
         ChatContext(model, n_ctx=2048, first_cells=cells).close()  # mmap threshold
     small = ChatContext(model, n_ctx=2048, first_cells=512)  # where the last one was
