@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
@@ -47,3 +48,46 @@ def test_height_grows_in_steps_and_holds_every_row_of_the_text() -> None:
     assert all(h - step < w <= h for h, w in zip(heights, wrapped, strict=True)), (heights, wrapped)
     assert heights[0] == step and heights[-1] > step  # it grew once the text passed a step
     assert "Once upon a time there was a dragon." in shown and shown.count("word") == 80
+
+
+def test_rows_wrapped_a_piece_at_a_time_are_the_whole_texts_and_only_changed_rows_repaint() -> None:
+    """The widget wraps only its last paragraph on each update; after every piece its rows are
+    the whole text wrapped at once, and the rows it repaints start where they changed."""
+    rng = random.Random(7)
+    words = ["a", "dragon", "flew", "x" * 50, "\n", "\n\n", "é", "日本語", " ", "  "]
+    text = "".join(rng.choice(words) + rng.choice(["", " "]) for _ in range(400))
+
+    async def run() -> tuple[int, list[str]]:
+        app = Host()
+        problems = []
+        async with app.run_test(size=(WIDTH, 40)) as pilot:
+            live = app.query_one(StreamingReply)
+            await pilot.pause()
+            width = live.content_size.width
+            repaints: list[tuple] = []
+            live.refresh = lambda *regions, **kw: repaints.append(regions)  # record only
+            at, before, partial = 0, [], 0
+            while at < len(text):
+                piece = text[at : at + rng.randint(1, 12)]
+                at += len(piece)
+                repaints.clear()
+                live.append(piece)
+                now = [row.plain for row in live._done + live._tail]
+                if now != [row.plain for row in Content(live.text).wrap(width)]:
+                    problems.append(f"rows differ after {at} characters")
+                changed = next(
+                    (i for i, (a, b) in enumerate(zip(before, now, strict=False)) if a != b),
+                    min(len(before), len(now)),
+                )
+                grew = -(-len(now) // StreamingReply.STEP) != -(-len(before) // StreamingReply.STEP)
+                if grew or now == before:
+                    pass
+                elif repaints != [(Region(0, changed, width, len(now) - changed),)]:
+                    problems.append(f"repainted {repaints}, not from row {changed}, at {at}")
+                else:
+                    partial += 1
+                before = now
+        return len(before), partial, problems
+
+    rows, partial, problems = asyncio.run(run())
+    assert rows > 100 and partial > 100 and not problems, problems[:5]
