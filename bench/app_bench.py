@@ -5,9 +5,10 @@ Each round answers the same greedy message (a story, `--tokens` long) in the pla
 compares the decode rates steer reports (tokens after the first / their time). The app's cost
 is what its UI thread (drawing the streamed reply: plain text in `StreamingReply`, Markdown once
 it is done) takes from llama.cpp's threads; the UI thread's CPU time while the reply is
-written is printed too. --variants adds three alternatives measured against it: 10
-updates a second instead of 5, the input's cursor blinking while the model writes, and the
-reply streamed into Textual's Markdown widget (the last two as the app did before).
+written is printed too. --variants adds four alternatives measured against it: 10
+updates a second instead of 5, the input's cursor blinking while the model writes, the garbage
+collector walking every object while it writes, and the reply streamed into Textual's Markdown
+widget (the last three as the app did before).
 Other processes on the machine add noise: read the spread, not only the median.
 Run with `.venv/bin/python bench/app_bench.py` (part of `make bench`).
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from textual.widgets import Markdown  # noqa: E402
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
-from repl.app import ReplyDone, SteerApp, Token  # noqa: E402
+from repl.app import ChatInput, ReplyDone, SteerApp, Token  # noqa: E402
 from repl.core import Core  # noqa: E402
 from repl.plain import PlainRepl  # noqa: E402
 
@@ -80,7 +81,18 @@ class BlinkingApp(SteerApp):
 
     @SteerApp.busy.setter
     def busy(self, value: bool) -> None:
+        SteerApp.busy.fset(self, value)
+        self.query_one(ChatInput).cursor_blink = True
+
+
+class UnheldApp(SteerApp):
+    """The app with Python's garbage collector walking every object while the model writes
+    (no gc.freeze; `repl.app.hold_old_objects`)."""
+
+    @SteerApp.busy.setter
+    def busy(self, value: bool) -> None:
         self._busy = value
+        self.query_one(ChatInput).cursor_blink = not value
 
 
 class MarkdownStreamingApp(SteerApp):
@@ -132,6 +144,7 @@ LABELS = {
     SteerApp: "app",
     FastUpdateApp: "app, 10 updates/s,",
     BlinkingApp: "app, cursor blinking,",
+    UnheldApp: "app, collector on every object,",
     MarkdownStreamingApp: "app, Markdown while streaming,",
 }
 
@@ -148,7 +161,7 @@ def main() -> None:
         "--variants",
         action="store_true",
         help="also run the app with 10 updates/s, with the cursor blinking while the model "
-        "writes, and streaming into Markdown (as before)",
+        "writes, with the collector on every object, and streaming into Markdown (as before)",
     )
     args = parser.parse_args()
     model = Model()
@@ -156,7 +169,7 @@ def main() -> None:
     for w, h in SIZES:
         arms[f"app {w}x{h}"] = lambda w=w, h=h: app_rate(model, args.tokens, (w, h))
     if args.variants:
-        for cls in (FastUpdateApp, BlinkingApp, MarkdownStreamingApp):
+        for cls in (FastUpdateApp, BlinkingApp, UnheldApp, MarkdownStreamingApp):
             for w, h in SIZES:
                 arms[f"{LABELS[cls]} {w}x{h}"] = lambda w=w, h=h, cls=cls: app_rate(
                     model, args.tokens, (w, h), cls

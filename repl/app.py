@@ -7,6 +7,7 @@ Generation runs in a thread worker that never touches widgets: it posts `Token` 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from functools import partial
@@ -50,6 +51,22 @@ class ReplyDone(Message):
 
 
 NEWLINE_KEYS = ("ctrl+j", "shift+enter", "alt+enter")
+
+
+def hold_old_objects(hold: bool) -> None:
+    """While llama.cpp works, keep Python's cyclic garbage collector off the objects that
+    existed before (gc.freeze), and give them back to it after (gc.unfreeze).
+
+    Drawing a streamed reply allocates enough to set off a full collection now and then, and a
+    full collection walks every object of the app: its widgets, the transcript's, Textual's and
+    the tokenizer's (~100,000 objects, more as a chat grows). That took 0.1-0.17 s of the UI
+    thread, on a core llama.cpp's threads need, in most 256-token replies
+    (bench/app_bench.py). Frozen, a collection sees only what the reply itself made; the walk
+    over the rest happens once the work is done, when nothing waits for the cores."""
+    if hold:
+        gc.freeze()
+    else:
+        gc.unfreeze()
 
 
 class TokenBatcher:
@@ -214,6 +231,9 @@ class SteerApp(App):
         self._job_label = ""
         self.rack_shown: bool | None = None  # None: shown while any vector is loaded
 
+    def on_unmount(self) -> None:
+        hold_old_objects(False)  # an app that ends mid-reply leaves nothing frozen
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             yield VerticalScroll(id="transcript")
@@ -249,6 +269,8 @@ class SteerApp(App):
 
     @busy.setter
     def busy(self, value: bool) -> None:
+        if value != self._busy:
+            hold_old_objects(value)
         self._busy = value
         # A blinking cursor repaints the screen twice a second, on the cores llama.cpp's threads
         # need: 0.02-0.1 s more of the UI thread per 256-token reply (bench/app_bench.py). The

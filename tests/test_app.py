@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import threading
 from dataclasses import replace
 
@@ -155,10 +156,28 @@ async def test_quit_mid_reply_stops_the_reply_and_keeps_it(core, monkeypatch) ->
     async with app.run_test(size=SIZE) as pilot:
         await ask_for_the_held_story(pilot, gate)
         await pilot.press("ctrl+q")
+    assert gc.get_freeze_count() == 0, "the app ended with the old objects still held"
     gate.open()
     assert ended.wait(60), "the reply never ended"
     last = core.turns[-1]
     assert last.role == "assistant" and last.interrupted and last.reply.tokens == 20
+
+
+@sync
+async def test_the_collector_skips_the_old_objects_only_while_the_model_writes(
+    core, monkeypatch
+) -> None:
+    """repl.app.hold_old_objects: frozen mid-reply, given back once the reply is done."""
+    gate, _ = hold_the_story_at_token_20(core, monkeypatch)
+    app = SteerApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        assert gc.get_freeze_count() == 0
+        await ask_for_the_held_story(pilot, gate)
+        assert gc.get_freeze_count() > 1000  # the app's widgets, Textual's, the tokenizer's
+        await pilot.press("escape")
+        gate.open()
+        await wait_for(pilot, lambda: not app.busy)
+        assert gc.get_freeze_count() == 0
 
 
 @sync
