@@ -1,7 +1,8 @@
 """steer against llama.cpp's own tools, built from the same vendored source with the same flags
-(tests/tools/build_llama_cli.sh): decode speed against `llama-bench` tg128, and building a
-vector from the 24 default instruction pairs against `llama-cvector-generator` on the same 48
-prompts (steer's chat formatting, both with the `mean` method).
+(tests/tools/build_llama_cli.sh): decode speed against `llama-bench` tg128; the time to first
+token deep in a chat against llama-bench's prompt processing at the same depths (`-p N -d D`);
+and building a vector from the 24 default instruction pairs against `llama-cvector-generator` on
+the same 48 prompts (steer's chat formatting, both with the `mean` method).
 
 Each round runs every arm once, in ABBA order (the order flips every round), on the same
 threads and with the same OMP_WAIT_POLICY, and the ratios are taken within a round. Other
@@ -70,6 +71,53 @@ def steer_plain_rate(threads: int, n: int, env) -> float:
             assert event["tokens"] == n, event  # the story runs the whole length
             rates.append(event["tokens_per_s"])
     return statistics.median(rates)
+
+
+# -- a turn deep in a chat ---------------------------------------------------------------------
+
+
+def steer_turn_ttft(threads: int, turns: int) -> tuple[int, int, int, float]:
+    """A fresh chat of `turns` same-size questions, greedy, 24-token replies: the time to first
+    token of the last turn over the second's. Each turn evaluates only its new tokens (the
+    history is in the KV cache), so what grows is attention over the cells before them.
+    Returns (new tokens of the last turn, cached tokens before turn 2, before the last, ratio)."""
+    from engine import ChatContext, Sampling
+
+    ctx = ChatContext(shared_model(), n_ctx=4096, n_threads=threads)
+    convo: list[dict[str, str]] = []
+    ttft, depth, new = [], [], 0
+    for i in range(turns):
+        convo.append({"role": "user", "content": f"Question {i + 10}: name one animal."})
+        reply = ctx.generate(convo, Sampling(temperature=0, max_tokens=24))
+        ttft.append(reply.ttft_s)
+        new = reply.prompt_tokens_evaluated
+        depth.append(reply.prompt_tokens - new)
+        convo.append({"role": "assistant", "content": reply.text})
+    ctx.close()
+    return new, depth[1], depth[-1], ttft[-1] / ttft[1]
+
+
+def llama_bench_depth_ratio(binary: str, model: Path, threads: int, shape, env) -> float:
+    """llama-bench pp<new> at the two depths (its time per run, mean of 5): deep over shallow.
+    The same work as steer's two turns, without a chat template or the first token's sampling."""
+    new, shallow, deep = shape
+    cmd = [binary, "-m", str(model), "-p", str(new), "-n", "0", "-d", f"{shallow},{deep}"]
+    cmd += ["-t", str(threads), "-fa", "0", "-r", "5", "-o", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    runs = {run["n_depth"]: run["avg_ns"] for run in json.loads(proc.stdout)}
+    return runs[deep] / runs[shallow]
+
+
+_MODEL = []
+
+
+def shared_model():
+    """One Model for the in-process arms (loading it per round would time the disk)."""
+    if not _MODEL:
+        from engine import Model
+
+        _MODEL.append(Model())
+    return _MODEL[0]
 
 
 # -- contrast ----------------------------------------------------------------------------------
@@ -168,7 +216,8 @@ def main() -> None:
         help="OMP_WAIT_POLICY for every arm (default: active with GOMP_SPINCOUNT=1000, as steer "
         "sets them)",
     )
-    parser.add_argument("--only", choices=("decode", "contrast"), help="run one comparison")
+    parser.add_argument("--turns", type=int, default=30, help="the chat's length for ttft")
+    parser.add_argument("--only", choices=("decode", "ttft", "contrast"), help="run one comparison")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is known
     # for the arms in this process too: OpenMP reads it when llama.cpp is loaded, below
@@ -209,6 +258,27 @@ def main() -> None:
             ("steer plain REPL", f"llama-bench tg{args.tokens}"),
             ("steer, STEER_HUGE_PAGES=0", f"llama-bench tg{args.tokens}"),
             ("steer plain REPL", "steer, STEER_HUGE_PAGES=0"),
+        )
+    if args.only in (None, "ttft"):
+        bench = tool("llama-bench")
+        shape = steer_turn_ttft(args.threads, args.turns)[:3]  # warm-up; the depths to match
+        got = abba(
+            {
+                f"steer turn {args.turns} / turn 2": lambda: steer_turn_ttft(
+                    args.threads, args.turns
+                )[3],
+                "llama-bench the same depths": lambda: llama_bench_depth_ratio(
+                    bench, model, args.threads, shape, env
+                ),
+            },
+            args.rounds,
+        )
+        report(
+            f"time to first token deep in a chat: {shape[0]} new tokens after {shape[2]} cached "
+            f"over after {shape[1]} (llama-bench: pp{shape[0]} at -d {shape[2]} / -d {shape[1]})",
+            got,
+            "x",
+            (f"steer turn {args.turns} / turn 2", "llama-bench the same depths"),
         )
     if args.only in (None, "contrast"):
         cvec = tool("llama-cvector-generator")
