@@ -5,10 +5,11 @@ Each round answers the same greedy message (a story, `--tokens` long) in the pla
 compares the decode rates steer reports (tokens after the first / their time). The app's cost
 is what its UI thread (drawing the streamed reply: plain text in `StreamingReply`, Markdown once
 it is done) takes from llama.cpp's threads; the UI thread's CPU time while the reply is
-written is printed too. --variants adds four alternatives measured against it: 10
-updates a second instead of 5, the input's cursor blinking while the model writes, the garbage
-collector walking every object while it writes, and the reply streamed into Textual's Markdown
-widget (the last three as the app did before).
+written is printed too, with the garbage collector's full collections in that time. --variants
+adds five alternatives measured against it: 10 updates a second instead of 5, the input's cursor
+blinking while the model writes, the garbage collector walking every object while it writes,
+the whole streamed reply wrapped and drawn again on every update, and the reply streamed into
+Textual's Markdown widget (the last four as the app did before).
 Other processes on the machine add noise: read the spread, not only the median.
 Run with `.venv/bin/python bench/app_bench.py` (part of `make bench`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import os
 import statistics
@@ -28,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from textual.widgets import Markdown  # noqa: E402
+from textual.content import Content  # noqa: E402
+from textual.widgets import Markdown, Static  # noqa: E402
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.app import ChatInput, ReplyDone, SteerApp, Token  # noqa: E402
@@ -68,6 +71,23 @@ def plain_rate(model: Model, tokens: int) -> float:
 
 
 UI_CPU: dict[str, list[float]] = {}
+FULL_COLLECTIONS: dict[str, list[float]] = {}  # seconds of each full collection in a reply
+
+
+class CollectorWatch:
+    """Times Python's full (generation 2) collections, on whichever thread they run."""
+
+    def __init__(self) -> None:
+        self.full: list[float] = []
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.full.append(time.perf_counter() - self._start)
 
 
 class FastUpdateApp(SteerApp):
@@ -93,6 +113,40 @@ class UnheldApp(SteerApp):
     def busy(self, value: bool) -> None:
         self._busy = value
         self.query_one(ChatInput).cursor_blink = not value
+
+
+class WholeRedraw(Static):
+    """StreamingReply as it was: the whole reply wrapped and drawn again on every update."""
+
+    STEP = 8
+
+    def __init__(self, classes: str | None = None) -> None:
+        super().__init__("", markup=False, classes=classes)
+        self.text = ""
+        self._height = 0
+
+    def append(self, text: str) -> None:
+        self.text += text
+        width = self.content_size.width or self.app.size.width
+        rows = len(Content(self.text).wrap(max(1, width)))
+        height = -(-rows // self.STEP) * self.STEP + self.styles.gutter.height
+        grow = height != self._height
+        if grow:
+            self._height = height
+            self.styles.height = height
+        self.update(self.text, layout=grow)
+
+
+class WholeRedrawApp(SteerApp):
+    """The app with the streamed reply in `WholeRedraw`."""
+
+    def start_reply(self) -> None:
+        self.busy = True
+        self.cancel.clear()
+        self._live = WholeRedraw(classes="assistant")
+        self.query_one("#transcript").mount(self._live)
+        self.refresh_status(writing=True)
+        self.generate_reply()
 
 
 class MarkdownStreamingApp(SteerApp):
@@ -123,14 +177,18 @@ async def _app_rate(model: Model, tokens: int, size: tuple[int, int], app_class)
     does not do by itself (with it, the UI thread spent ~0.1 s more per reply)."""
     core = fresh_core(model, tokens)
     app = app_class(core)
+    watch = CollectorWatch()
     async with app.run_test(size=size) as pilot:
         await pilot.press(*[{" ": "space"}.get(c, c) for c in STORY])
         t0 = time.thread_time()
+        gc.callbacks.append(watch)
         await pilot.press("enter")
         while core.last_reply is None:
             await asyncio.sleep(0.05)
+        gc.callbacks.remove(watch)
         label = f"{LABELS[app_class]} {size[0]}x{size[1]}"
         UI_CPU.setdefault(label, []).append(time.thread_time() - t0)
+        FULL_COLLECTIONS.setdefault(label, []).extend(watch.full)
         while not (len(core.turns) == 2 and not app.busy):
             await asyncio.sleep(0.05)
         await pilot.pause()
@@ -145,6 +203,7 @@ LABELS = {
     FastUpdateApp: "app, 10 updates/s,",
     BlinkingApp: "app, cursor blinking,",
     UnheldApp: "app, collector on every object,",
+    WholeRedrawApp: "app, whole reply redrawn,",
     MarkdownStreamingApp: "app, Markdown while streaming,",
 }
 
@@ -161,7 +220,8 @@ def main() -> None:
         "--variants",
         action="store_true",
         help="also run the app with 10 updates/s, with the cursor blinking while the model "
-        "writes, with the collector on every object, and streaming into Markdown (as before)",
+        "writes, with the collector on every object, redrawing the whole reply, and streaming "
+        "into Markdown (as before)",
     )
     args = parser.parse_args()
     model = Model()
@@ -169,7 +229,7 @@ def main() -> None:
     for w, h in SIZES:
         arms[f"app {w}x{h}"] = lambda w=w, h=h: app_rate(model, args.tokens, (w, h))
     if args.variants:
-        for cls in (FastUpdateApp, BlinkingApp, UnheldApp, MarkdownStreamingApp):
+        for cls in (FastUpdateApp, BlinkingApp, UnheldApp, WholeRedrawApp, MarkdownStreamingApp):
             for w, h in SIZES:
                 arms[f"{LABELS[cls]} {w}x{h}"] = lambda w=w, h=h, cls=cls: app_rate(
                     model, args.tokens, (w, h), cls
@@ -190,6 +250,11 @@ def main() -> None:
         )
     for name, values in UI_CPU.items():
         print(f"  UI thread CPU, {name}: {statistics.median(values):.3f} s per reply (median)")
+        full = FULL_COLLECTIONS[name]
+        print(
+            f"    full collections of the garbage collector while it wrote: {len(full)} in "
+            f"{len(values)} replies, {sum(full):.3f} s"
+        )
     for name in names[1:]:
         paired = [a / p for a, p in zip(got[name], got["plain REPL"], strict=True)]
         print(

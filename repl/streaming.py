@@ -26,6 +26,9 @@ class StreamingReply(Widget):
     """
 
     DEFAULT_CSS = "StreamingReply { height: auto; }"
+    # a row is drawn on its own, so a selection's offsets would not line up; the reply is
+    # selectable once its Markdown takes this widget's place
+    ALLOW_SELECT = False
     STEP = 8
 
     def __init__(self, classes: str | None = None) -> None:
