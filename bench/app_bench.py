@@ -140,13 +140,7 @@ class WholeRedraw(Static):
 class WholeRedrawApp(SteerApp):
     """The app with the streamed reply in `WholeRedraw`."""
 
-    def start_reply(self) -> None:
-        self.busy = True
-        self.cancel.clear()
-        self._live = WholeRedraw(classes="assistant")
-        self.query_one("#transcript").mount(self._live)
-        self.refresh_status(writing=True)
-        self.generate_reply()
+    STREAMING = WholeRedraw
 
 
 class MarkdownStreamingApp(SteerApp):

@@ -216,6 +216,7 @@ class SteerApp(App):
     # tools")
     STREAM_INTERVAL = 1 / 5
     STREAM_MAX_WAIT = 0.5
+    STREAMING = StreamingReply  # the widget a reply is written into while it streams
     # /compare puts its replies side by side only where both get a readable width
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -420,7 +421,7 @@ class SteerApp(App):
     def start_reply(self) -> None:
         self.busy = True
         self.cancel.clear()
-        self._live = StreamingReply(classes="assistant")
+        self._live = self.STREAMING(classes="assistant")
         self.query_one("#transcript").mount(self._live)
         self.refresh_status(writing=True)
         self.generate_reply()
