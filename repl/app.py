@@ -57,12 +57,12 @@ def hold_old_objects(hold: bool) -> None:
     """While llama.cpp works, keep Python's cyclic garbage collector off the objects that
     existed before (gc.freeze), and give them back to it after (gc.unfreeze).
 
-    Drawing a streamed reply allocates enough to set off a full collection now and then, and a
-    full collection walks every object of the app: its widgets, the transcript's, Textual's and
-    the tokenizer's (~100,000 objects, more as a chat grows). That took 0.1-0.17 s of the UI
-    thread, on a core llama.cpp's threads need, in most 256-token replies
-    (bench/app_bench.py). Frozen, a collection sees only what the reply itself made; the walk
-    over the rest happens once the work is done, when nothing waits for the cores."""
+    Drawing a streamed reply allocates enough to set off a full collection now and then (in 1
+    of 4 replies of 512 tokens, in each of 1,024), and a full collection walks every object of
+    the app: its widgets, the transcript's, Textual's and the tokenizer's (~100,000 objects,
+    more as a chat grows). That took 0.1-0.13 s of the UI thread, on a core llama.cpp's
+    threads need (bench/app_bench.py --variants). Frozen, a collection sees only what the reply
+    itself made; the walk over the rest happens once the work is done, when nothing waits."""
     if hold:
         gc.freeze()
     else:

@@ -57,7 +57,7 @@ def test_rows_wrapped_a_piece_at_a_time_are_the_whole_texts_and_only_changed_row
     words = ["a", "dragon", "flew", "x" * 50, "\n", "\n\n", "é", "日本語", " ", "  "]
     text = "".join(rng.choice(words) + rng.choice(["", " "]) for _ in range(400))
 
-    async def run() -> tuple[int, list[str]]:
+    async def run() -> tuple[int, int, list[str]]:
         app = Host()
         problems = []
         async with app.run_test(size=(WIDTH, 40)) as pilot:
@@ -79,13 +79,13 @@ def test_rows_wrapped_a_piece_at_a_time_are_the_whole_texts_and_only_changed_row
                     (i for i, (a, b) in enumerate(zip(before, now, strict=False)) if a != b),
                     min(len(before), len(now)),
                 )
-                grew = -(-len(now) // StreamingReply.STEP) != -(-len(before) // StreamingReply.STEP)
-                if grew or now == before:
-                    pass
-                elif repaints != [(Region(0, changed, width, len(now) - changed),)]:
-                    problems.append(f"repainted {repaints}, not from row {changed}, at {at}")
-                else:
-                    partial += 1
+                step = StreamingReply.STEP
+                grew = -(-len(now) // step) != -(-len(before) // step)  # all of it repaints
+                if not grew and now != before:
+                    if repaints == [(Region(0, changed, width, len(now) - changed),)]:
+                        partial += 1
+                    else:
+                        problems.append(f"repainted {repaints}, not from row {changed}, at {at}")
                 before = now
         return len(before), partial, problems
 
