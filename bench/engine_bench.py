@@ -19,7 +19,7 @@ import llama_cpp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
-from engine.chat import FIRST_CELLS  # noqa: E402
+from engine.chat import FIRST_CELLS, Reply  # noqa: E402
 
 STORY = [{"role": "user", "content": "Write a long story about a dragon."}]
 
@@ -148,23 +148,35 @@ def paired_replies(
     )
 
 
+TURN_SAMPLING = Sampling(temperature=0, max_tokens=24)
+
+
+def same_size_chat(ctx: ChatContext, turns: int) -> tuple[list[dict[str, str]], list[Reply]]:
+    """A chat of `turns` same-size questions, greedy, 24-token replies: the conversation and
+    each turn's reply (its ttft_s; each turn evaluates only its new tokens, the history is in
+    the KV cache). reference_bench.py times the same chat against llama-bench."""
+    convo: list[dict[str, str]] = []
+    replies = []
+    for i in range(turns):
+        convo.append({"role": "user", "content": f"Question {i + 10}: name one animal."})
+        replies.append(ctx.generate(convo, TURN_SAMPLING))
+        convo.append({"role": "assistant", "content": replies[-1].text})
+    return convo, replies
+
+
 def ttft_over_turns(model: Model, turns: int, rounds: int) -> None:
     per_turn: list[list[float]] = [[] for _ in range(turns)]
     cold: list[float] = []
     context_sizes = []
     for _ in range(rounds):
         ctx = ChatContext(model, n_ctx=4096)
-        convo: list[dict[str, str]] = []
-        sampling = Sampling(temperature=0, max_tokens=24)
-        for i in range(turns):
-            convo.append({"role": "user", "content": f"Question {i + 10}: name one animal."})
-            reply = ctx.generate(convo, sampling)
+        convo, replies = same_size_chat(ctx, turns)
+        for i, reply in enumerate(replies):
             per_turn[i].append(reply.ttft_s)
-            convo.append({"role": "assistant", "content": reply.text})
         context_sizes.append(ctx.n_cached)
         convo.pop()
         ctx.reset()
-        cold.append(ctx.generate(convo, sampling).ttft_s)
+        cold.append(ctx.generate(convo, TURN_SAMPLING).ttft_s)
         ctx.close()
     t2, tn = statistics.median(per_turn[1]), statistics.median(per_turn[turns - 1])
     print(

@@ -13,6 +13,7 @@ Run with `.venv/bin/python bench/reference_bench.py` (part of `make bench`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -77,24 +78,18 @@ def steer_plain_rate(threads: int, n: int, env) -> float:
 
 
 def steer_turn_ttft(threads: int, turns: int) -> tuple[int, int, int, float]:
-    """A fresh chat of `turns` same-size questions, greedy, 24-token replies: the time to first
-    token of the last turn over the second's. Each turn evaluates only its new tokens (the
-    history is in the KV cache), so what grows is attention over the cells before them.
+    """engine_bench.py's chat of same-size questions, fresh: the time to first token of the
+    last turn over the second's, which grows with attention over the cells before the turn.
     Returns (new tokens of the last turn, cached tokens before turn 2, before the last, ratio)."""
-    from engine import ChatContext, Sampling
+    from bench.engine_bench import same_size_chat
+    from engine import ChatContext
 
     ctx = ChatContext(shared_model(), n_ctx=4096, n_threads=threads)
-    convo: list[dict[str, str]] = []
-    ttft, depth, new = [], [], 0
-    for i in range(turns):
-        convo.append({"role": "user", "content": f"Question {i + 10}: name one animal."})
-        reply = ctx.generate(convo, Sampling(temperature=0, max_tokens=24))
-        ttft.append(reply.ttft_s)
-        new = reply.prompt_tokens_evaluated
-        depth.append(reply.prompt_tokens - new)
-        convo.append({"role": "assistant", "content": reply.text})
+    _, replies = same_size_chat(ctx, turns)
     ctx.close()
-    return new, depth[1], depth[-1], ttft[-1] / ttft[1]
+    second, last = replies[1], replies[-1]
+    cached = [r.prompt_tokens - r.prompt_tokens_evaluated for r in (second, last)]
+    return last.prompt_tokens_evaluated, *cached, last.ttft_s / second.ttft_s
 
 
 def llama_bench_depth_ratio(binary: str, model: Path, threads: int, shape, env) -> float:
@@ -108,16 +103,12 @@ def llama_bench_depth_ratio(binary: str, model: Path, threads: int, shape, env) 
     return runs[deep] / runs[shallow]
 
 
-_MODEL = []
-
-
+@functools.cache
 def shared_model():
     """One Model for the in-process arms (loading it per round would time the disk)."""
-    if not _MODEL:
-        from engine import Model
+    from engine import Model
 
-        _MODEL.append(Model())
-    return _MODEL[0]
+    return Model()
 
 
 # -- contrast ----------------------------------------------------------------------------------
