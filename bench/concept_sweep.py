@@ -4,11 +4,16 @@ repeats per strength. Shows whether *any* fluent strength moves the marker, whic
 scoreboard (one strength, the recommendation) cannot.
 
 python bench/concept_sweep.py sea "--method replies" 0.5,1,1.5 [--layers 6-10] [--questions 4]
+    [--set first|second|both] [--mode add|prompt|project|clamp]
+
+`--mode clamp` adds the vector at each strength and projects its direction out of the same
+blocks' own writes at 1 (project mode on a copy): the blocks cannot write against the push.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -16,12 +21,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.efficacy_bench import CONCEPTS, QUESTIONS, Condition  # noqa: E402
+from bench.efficacy_bench import CONCEPTS, QUESTION_SETS, Condition  # noqa: E402
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
 from repl.calibrate import answer_all, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
 from repl.steering import Active, parse_layers  # noqa: E402
+
+
+def steering(name: str, held: str, strength: float, layers, mode: str) -> dict[str, Active]:
+    """One strength of the sweep; clamp is add plus the same direction projected out at 1."""
+    if mode == "clamp":
+        return {name: Active(strength, layers), held: Active(1.0, layers, "project")}
+    return {name: Active(strength, layers, mode)}
 
 
 def main() -> None:
@@ -30,7 +42,9 @@ def main() -> None:
     parser.add_argument("options", help="extra /contrast options, e.g. '--method replies'")
     parser.add_argument("strengths")
     parser.add_argument("--layers")
-    parser.add_argument("--questions", type=int, default=4)
+    parser.add_argument("--questions", type=int, default=4, help="the first N of the set")
+    parser.add_argument("--set", choices=sorted(QUESTION_SETS), default="first")
+    parser.add_argument("--mode", choices=("add", "prompt", "project", "clamp"), default="add")
     parser.add_argument("--max-tokens", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -48,7 +62,9 @@ def main() -> None:
         raise SystemExit(result.errors[0])
     vec = core.steering.vectors[concept.name]
     layers = parse_layers(core, args.layers) if args.layers else vec.recommended_range
-    questions = QUESTIONS[: args.questions]
+    questions = QUESTION_SETS[args.set][: args.questions]
+    held = f"{concept.name}_held"  # clamp mode's projected copy
+    core.steering.add(dataclasses.replace(vec, name=held))
     base = Condition.of(
         "off", score(core, questions, answer_all(core, questions, None, sampling)), concept
     )
@@ -60,11 +76,12 @@ def main() -> None:
         ),
     ]
     for s in (float(x) for x in args.strengths.split(",")):
-        control = core.steering.buffer({concept.name: Active(s, layers)})
+        control = core.steering.control(steering(concept.name, held, s, layers, args.mode))
         replies = answer_all(core, questions, control, sampling)
         rows.append(Condition.of(f"{s:g}", score(core, questions, replies), concept))
     print(
-        f"{line} · blocks {layers[0]}-{layers[1]} · {len(questions)} questions, "
+        f"{line} · {args.mode} at blocks {layers[0]}-{layers[1]} · {len(questions)} questions "
+        f"({args.set} set), "
         f"{args.max_tokens} tokens"
     )
     print(f"{'':>8} {concept.marker_name:>16} {'tokens':>6} {'NLL x':>6} {'rep3':>6}")

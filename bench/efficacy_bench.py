@@ -26,7 +26,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,24 @@ QUESTIONS = [
     "How do glaciers move?",
     "What is the purpose of a bank?",
 ]
+# A second set, as far from the build and calibration prompts as the first: a marker averaged
+# over 8 replies moves a lot with the questions (docs/efficacy.md), and `--questions second`
+# shows whether a verdict holds on other ones.
+SECOND_QUESTIONS = [
+    "How does a lighthouse lens work?",
+    "What do firefighters do all day?",
+    "How is glass made?",
+    "Why do we yawn?",
+    "How does a thermostat work?",
+    "What does a museum curator do?",
+    "How do river valleys form?",
+    "How does a post office sort mail?",
+]
+QUESTION_SETS = {
+    "first": QUESTIONS,
+    "second": SECOND_QUESTIONS,
+    "both": QUESTIONS + SECOND_QUESTIONS,
+}
 DOC_BEGIN = "<!-- efficacy:begin -->"
 DOC_END = "<!-- efficacy:end -->"
 
@@ -218,6 +236,19 @@ class Result:
     build_s: float
     calibrated: bool
 
+    def part(self, at: slice) -> Result:
+        """The same replies over some of the questions: one set of `--questions both`."""
+
+        def cut(cond: Condition) -> Condition:
+            return Condition.of(cond.label, cond.scored[at], self.concept)
+
+        return replace(
+            self,
+            unsteered=cut(self.unsteered),
+            prompted=cut(self.prompted),
+            steered=cut(self.steered),
+        )
+
     def verdict(self) -> str:
         """The issue's targets for this concept: met or not, and why."""
         u, p, s = self.unsteered, self.prompted, self.steered
@@ -241,7 +272,9 @@ class Result:
         )
 
 
-def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, base) -> Result:
+def run_concept(
+    core: Core, concept: Concept, extra: str, sampling: Sampling, base, questions: list[str]
+) -> Result:
     options = f"{concept.options} {extra}".strip()
     line = (
         f"/contrast {concept.name} {shlex.quote(concept.positive)} "
@@ -260,16 +293,16 @@ def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, ba
     active = core.steering.activate(concept.name, None, None, None)
     core.steering.active.clear()
     control = core.steering.control({concept.name: active})
-    asked = [instructed(q, concept.positive) for q in QUESTIONS]
+    asked = [instructed(q, concept.positive) for q in questions]
     prompted = answer_all(core, asked, None, sampling)
-    steered = answer_all(core, QUESTIONS, control, sampling)
+    steered = answer_all(core, questions, control, sampling)
     return Result(
         concept,
         Condition.of("unsteered", base, concept),
-        Condition.of("prompt", score(core, QUESTIONS, prompted), concept),
+        Condition.of("prompt", score(core, questions, prompted), concept),
         Condition.of(
             f"steer {active.strength:g}{'' if active.mode == 'add' else ' ' + active.mode}",
-            score(core, QUESTIONS, steered),
+            score(core, questions, steered),
             concept,
         ),
         active.strength,
@@ -277,6 +310,17 @@ def run_concept(core: Core, concept: Concept, extra: str, sampling: Sampling, ba
         build_s,
         "calibration" in vec.meta,
     )
+
+
+def verdict_lines(result: Result, questions: str) -> list[str]:
+    """The verdict, and with both sets each set's own: a verdict on 8 questions can flip with
+    the questions (docs/efficacy.md)."""
+    lines = [f"- {result.concept.name} ({result.concept.kind}): {result.verdict()}"]
+    if questions == "both":
+        n = len(QUESTIONS)
+        for name, at in (("first 8", slice(0, n)), ("second 8", slice(n, None))):
+            lines.append(f"  - {name}: {result.part(at).verdict()}")
+    return lines
 
 
 def table(results: list[Result]) -> list[str]:
@@ -310,12 +354,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", help="comma-separated names (default: all)")
     parser.add_argument("--options", default="", help="extra /contrast options for every concept")
+    parser.add_argument(
+        "--questions",
+        choices=sorted(QUESTION_SETS),
+        default="both",
+        help="which unseen questions: both sets (16, the scoreboard), or one set of 8",
+    )
     parser.add_argument("--max-tokens", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
     parser.add_argument("--show", action="store_true", help="print every steered reply")
     parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
     args = parser.parse_args()
-    overlap = set(QUESTIONS) & (set(neutral_prompts()) | set(calibration_prompts()))
+    questions = QUESTION_SETS[args.questions]
+    overlap = set(questions) & (set(neutral_prompts()) | set(calibration_prompts()))
     if overlap:
         raise SystemExit(f"bench questions overlap the build or calibration prompts: {overlap}")
     wanted = args.concepts.split(",") if args.concepts else [c.name for c in CONCEPTS]
@@ -328,24 +379,25 @@ def main() -> None:
     core = Core(model, ctx, sampling)
     core.steering._probe = Probe(model, n_threads=args.threads)
     start = time.perf_counter()
-    base = score(core, QUESTIONS, answer_all(core, QUESTIONS, None, sampling))
+    base = score(core, questions, answer_all(core, questions, None, sampling))
     results = []
     for concept in concepts:
-        result = run_concept(core, concept, args.options, sampling, base)
+        result = run_concept(core, concept, args.options, sampling, base, questions)
         results.append(result)
         print(f"{concept.name}: {result.verdict()} (built in {result.build_s:.1f} s)", flush=True)
         if args.show:
             for cond in (result.prompted, result.steered):
-                for q, text in zip(QUESTIONS, cond.texts, strict=True):
+                for q, text in zip(questions, cond.texts, strict=True):
                     print(f"  {cond.label} [{q}] {text[:300]!r}")
     command = "python bench/efficacy_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     body = [
-        f"Made by `{command.strip()}` on {model.name}: {len(QUESTIONS)} unseen questions, "
+        f"Made by `{command.strip()}` on {model.name}: {len(questions)} unseen questions "
+        f"({'both sets' if args.questions == 'both' else args.questions + ' set'}), "
         f"greedy, {args.max_tokens}-token cap, {time.perf_counter() - start:.0f} s.",
         "",
         *table(results),
         "",
-        *(f"- {r.concept.name} ({r.concept.kind}): {r.verdict()}" for r in results),
+        *(line for r in results for line in verdict_lines(r, args.questions)),
     ]
     print("\n".join(body))
     if args.update_doc is not None:
