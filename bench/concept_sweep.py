@@ -81,7 +81,7 @@ def main() -> None:
         rows.append(Condition.of(f"{s:g}", score(core, questions, replies), concept))
     print(
         f"{line} · {args.mode} at blocks {layers[0]}-{layers[1]} · {len(questions)} questions "
-        f"({args.set} set), "
+        f"({'both sets' if args.set == 'both' else args.set + ' set'}), "
         f"{args.max_tokens} tokens"
     )
     print(f"{'':>8} {concept.marker_name:>16} {'tokens':>6} {'NLL x':>6} {'rep3':>6}")
