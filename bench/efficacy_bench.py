@@ -1,10 +1,12 @@
 """Efficacy scoreboard: does steering at steer's own recommendation do what the instruction says?
 
 For each concept, /contrast builds a vector from a positive and a negative instruction exactly as
-a user would (calibration included), and 8 questions that no build or calibration prompt
-contains are answered three ways: unsteered, with the positive instruction in the prompt, and
-steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply is greedy, capped
-at 150 tokens, and scored by the unsteered model on the bare question. Columns:
+a user would (calibration included), and 16 questions (two sets of 8) that no build or
+calibration prompt contains are answered three ways: unsteered, with the positive instruction in
+the prompt, and steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply
+is greedy, capped at 150 tokens, and scored by the unsteered model on the bare question. The
+verdict is given over all 16 and over each set, since one on 8 can flip with the questions.
+Columns:
 
 - marker: the concept's countable marker (reply tokens for verbosity, marker words or '!' per
   100 words otherwise);
@@ -14,7 +16,8 @@ at 150 tokens, and scored by the unsteered model on the bare question. Columns:
 - rep3: mean share of repeated token 3-grams.
 
 Run with `make efficacy` (updates docs/efficacy.md) or
-`python bench/efficacy_bench.py [--concepts sea,excited] [--options "--method replies"]`.
+`python bench/efficacy_bench.py [--concepts sea,excited] [--options "--method replies"]
+[--questions first|second|both]`.
 """
 
 from __future__ import annotations
