@@ -1,7 +1,7 @@
 """Project mode (issue 12): does projecting the terse direction out cancel a written terse
 instruction, fluently? And what does projection cost?
 
-`efficacy` (default): 8 questions that no build or calibration prompt contains (those of
+`efficacy` (default): 8 questions that no build or calibration prompt contains (the first set of
 bench/efficacy_bench.py), greedy, 150-token cap, answered
 
 - plain: the bare question, unsteered;
