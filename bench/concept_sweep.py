@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.efficacy_bench import CONCEPTS, QUESTION_SETS, Condition  # noqa: E402
+from bench.efficacy_bench import CONCEPTS, QUESTION_SETS, Condition, set_label  # noqa: E402
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
 from repl.calibrate import answer_all, instructed, score  # noqa: E402
@@ -64,7 +64,8 @@ def main() -> None:
     layers = parse_layers(core, args.layers) if args.layers else vec.recommended_range
     questions = QUESTION_SETS[args.set][: args.questions]
     held = f"{concept.name}_held"  # clamp mode's projected copy
-    core.steering.add(dataclasses.replace(vec, name=held))
+    if args.mode == "clamp":
+        core.steering.add(dataclasses.replace(vec, name=held))
     base = Condition.of(
         "off", score(core, questions, answer_all(core, questions, None, sampling)), concept
     )
@@ -81,7 +82,7 @@ def main() -> None:
         rows.append(Condition.of(f"{s:g}", score(core, questions, replies), concept))
     print(
         f"{line} · {args.mode} at blocks {layers[0]}-{layers[1]} · {len(questions)} questions "
-        f"({'both sets' if args.set == 'both' else args.set + ' set'}), "
+        f"({set_label(args.set)}), "
         f"{args.max_tokens} tokens"
     )
     print(f"{'':>8} {concept.marker_name:>16} {'tokens':>6} {'NLL x':>6} {'rep3':>6}")

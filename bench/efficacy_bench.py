@@ -71,6 +71,13 @@ QUESTION_SETS = {
     "second": SECOND_QUESTIONS,
     "both": QUESTIONS + SECOND_QUESTIONS,
 }
+
+
+def set_label(name: str) -> str:
+    """How a run names its questions: "first set", "both sets"."""
+    return "both sets" if name == "both" else f"{name} set"
+
+
 DOC_BEGIN = "<!-- efficacy:begin -->"
 DOC_END = "<!-- efficacy:end -->"
 
@@ -395,7 +402,7 @@ def main() -> None:
     command = "python bench/efficacy_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     body = [
         f"Made by `{command.strip()}` on {model.name}: {len(questions)} unseen questions "
-        f"({'both sets' if args.questions == 'both' else args.questions + ' set'}), "
+        f"({set_label(args.questions)}), "
         f"greedy, {args.max_tokens}-token cap, {time.perf_counter() - start:.0f} s.",
         "",
         *table(results),
