@@ -17,7 +17,7 @@ export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steer
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: chat test fuzz bench efficacy soak lint install clean
+.PHONY: chat test fuzz bench efficacy efficacy-ready soak lint install clean
 
 $(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/llama_cmake_args.sh \
 	  tests/tools/gemma_model.py
@@ -63,6 +63,11 @@ bench: $(STAMP)
 # the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~15 min)
 efficacy: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --update-doc docs/efficacy.md
+
+# the ready-made vectors as shipped, on the scoreboard's 16 questions and on 16 fresh ones (~10 min)
+efficacy-ready: $(STAMP)
+	$(BIN)/python bench/efficacy_bench.py --ready --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --ready --questions fresh --update-doc docs/efficacy.md
 
 # 300 turns through the plain REPL: RSS, time per turn, then replay --check (~10 min)
 soak: $(STAMP)

@@ -15,9 +15,12 @@ Columns:
   the unsteered replies';
 - rep3: mean share of repeated token 3-grams.
 
+`--ready` measures the ready-made vectors shipped with steer (vectors/data/vectors) as a user
+gets them (`/vector load NAME`, then `/steer NAME`) instead of building them.
+
 Run with `make efficacy` (updates docs/efficacy.md) or
 `python bench/efficacy_bench.py [--concepts sea,excited] [--options "--method replies"]
-[--questions first|second|both]`.
+[--questions first|second|both|fresh] [--ready]`.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
 from repl.calibrate import Scored, answer_all, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
-from vectors import calibration_prompts, neutral_prompts  # noqa: E402
+from vectors import bundled_names, bundled_path, calibration_prompts, neutral_prompts  # noqa: E402
 
 QUESTIONS = [
     "How do birds find their way when they migrate?",
@@ -66,20 +69,38 @@ SECOND_QUESTIONS = [
     "How do river valleys form?",
     "How does a post office sort mail?",
 ]
+# Held out from the scoreboard itself: a setting chosen by looking at the scoreboard's 16 (a
+# ready-made vector's strength, bench/build_ready_vectors.py) is confirmed on these 16, which
+# nothing was chosen on (`--questions fresh`).
+FRESH_QUESTIONS = [
+    "What does a dentist do?",
+    "How is cheese made?",
+    "How do muscles grow stronger?",
+    "What does an architect do?",
+    "How does a camera take a picture?",
+    "How does a smoke detector work?",
+    "What is the job of a judge?",
+    "How do trains switch tracks?",
+    "How does a microscope work?",
+    "How are bridges built?",
+    "What does a pharmacist do?",
+    "How does a vending machine work?",
+    "How do fireflies glow?",
+    "What is the purpose of a census?",
+    "How is wool turned into yarn?",
+    "How does an elevator work?",
+]
 QUESTION_SETS = {
     "first": QUESTIONS,
     "second": SECOND_QUESTIONS,
     "both": QUESTIONS + SECOND_QUESTIONS,
+    "fresh": FRESH_QUESTIONS,
 }
 
 
 def set_label(name: str) -> str:
     """How a run names its questions: "first set", "both sets"."""
     return "both sets" if name == "both" else f"{name} set"
-
-
-DOC_BEGIN = "<!-- efficacy:begin -->"
-DOC_END = "<!-- efficacy:end -->"
 
 
 def _words(text: str) -> list[str]:
@@ -282,19 +303,33 @@ class Result:
         )
 
 
-def run_concept(
-    core: Core, concept: Concept, extra: str, sampling: Sampling, base, questions: list[str]
-) -> Result:
+def build_line(concept: Concept, extra: str, ready: bool) -> str:
+    """The command a user types to get the concept's vector: /contrast, or /vector load of the
+    shipped file (its path, so a library vector of the same name cannot stand in for it)."""
+    if ready:
+        return f"/vector load {shlex.quote(str(bundled_path(concept.name)))} {concept.name}"
     options = f"{concept.options} {extra}".strip()
-    line = (
+    return (
         f"/contrast {concept.name} {shlex.quote(concept.positive)} "
         f"{shlex.quote(concept.negative)} {options}".strip()
     )
+
+
+def run_concept(
+    core: Core,
+    concept: Concept,
+    extra: str,
+    sampling: Sampling,
+    base,
+    questions: list[str],
+    ready: bool = False,
+) -> Result:
+    line = build_line(concept, extra, ready)
     start = time.perf_counter()
     outcome = core.submit(line)
     if outcome.errors:
         raise SystemExit(f"{line}: {outcome.errors[0]}")
-    result = core.run_job(outcome)
+    result = core.run_job(outcome) if outcome.job is not None else outcome
     if result.errors:
         raise SystemExit(f"{line}: {result.errors[0]}")
     build_s = time.perf_counter() - start
@@ -311,7 +346,8 @@ def run_concept(
         Condition.of("unsteered", base, concept),
         Condition.of("prompt", score(core, questions, prompted), concept),
         Condition.of(
-            f"steer {active.strength:g}{'' if active.mode == 'add' else ' ' + active.mode}",
+            f"{'ready' if ready else 'steer'} {active.strength:g}"
+            f"{'' if active.mode == 'add' else ' ' + active.mode}",
             score(core, questions, steered),
             concept,
         ),
@@ -351,13 +387,14 @@ def table(results: list[Result]) -> list[str]:
     return out
 
 
-def update_doc(path: Path, body: list[str]) -> None:
+def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     text = path.read_text("utf-8")
-    if DOC_BEGIN not in text or DOC_END not in text:
-        raise SystemExit(f"{path}: no {DOC_BEGIN} ... {DOC_END} block to update")
-    head, rest = text.split(DOC_BEGIN, 1)
-    tail = rest.split(DOC_END, 1)[1]
-    path.write_text(f"{head}{DOC_BEGIN}\n" + "\n".join(body) + f"\n{DOC_END}{tail}", "utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end} block to update")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n" + "\n".join(body) + f"\n{end}{tail}", "utf-8")
 
 
 def main() -> None:
@@ -368,7 +405,11 @@ def main() -> None:
         "--questions",
         choices=sorted(QUESTION_SETS),
         default="both",
-        help="which unseen questions: both sets (16, the scoreboard), or one set of 8",
+        help="which unseen questions: both sets (16, the scoreboard), one set of 8, or the 16 "
+        "fresh ones that confirm settings chosen on the scoreboard",
+    )
+    parser.add_argument(
+        "--ready", action="store_true", help="measure the shipped ready-made vectors as loaded"
     )
     parser.add_argument("--max-tokens", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
@@ -379,10 +420,11 @@ def main() -> None:
     overlap = set(questions) & (set(neutral_prompts()) | set(calibration_prompts()))
     if overlap:
         raise SystemExit(f"bench questions overlap the build or calibration prompts: {overlap}")
-    wanted = args.concepts.split(",") if args.concepts else [c.name for c in CONCEPTS]
-    concepts = [c for c in CONCEPTS if c.name in wanted]
+    known = [c.name for c in CONCEPTS if not args.ready or c.name in bundled_names()]
+    wanted = args.concepts.split(",") if args.concepts else known
+    concepts = [c for c in CONCEPTS if c.name in wanted and c.name in known]
     if len(concepts) != len(wanted):
-        raise SystemExit(f"unknown concept in {wanted}; known: {[c.name for c in CONCEPTS]}")
+        raise SystemExit(f"unknown concept in {wanted}; known: {known}")
     model = Model()
     sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
     ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
@@ -392,7 +434,7 @@ def main() -> None:
     base = score(core, questions, answer_all(core, questions, None, sampling))
     results = []
     for concept in concepts:
-        result = run_concept(core, concept, args.options, sampling, base, questions)
+        result = run_concept(core, concept, args.options, sampling, base, questions, args.ready)
         results.append(result)
         print(f"{concept.name}: {result.verdict()} (built in {result.build_s:.1f} s)", flush=True)
         if args.show:
@@ -401,7 +443,9 @@ def main() -> None:
                     print(f"  {cond.label} [{q}] {text[:300]!r}")
     command = "python bench/efficacy_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     body = [
-        f"Made by `{command.strip()}` on {model.name}: {len(questions)} unseen questions "
+        f"Made by `{command.strip()}` on {model.name}"
+        f"{' (the ready-made vectors as shipped)' if args.ready else ''}: "
+        f"{len(questions)} unseen questions "
         f"({set_label(args.questions)}), "
         f"greedy, {args.max_tokens}-token cap, {time.perf_counter() - start:.0f} s.",
         "",
@@ -411,7 +455,8 @@ def main() -> None:
     ]
     print("\n".join(body))
     if args.update_doc is not None:
-        update_doc(args.update_doc, body)
+        # --ready's tables have blocks of their own, one per set of questions
+        update_doc(args.update_doc, body, f"ready-{args.questions}" if args.ready else "efficacy")
 
 
 if __name__ == "__main__":
