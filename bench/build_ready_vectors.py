@@ -4,11 +4,17 @@ Each is made by the same `/contrast` line a user would type (calibration include
 carries the provenance and the calibration that chose its strength. The lines are the ones the
 efficacy scoreboard (bench/efficacy_bench.py, docs/efficacy.md) measured.
 
-Run: python bench/build_ready_vectors.py
+Where the scoreboard measured a better strength than the calibration's pick, the file
+recommends that one (`measured` in its provenance, the calibration's pick kept beside it). A
+strength chosen on the scoreboard's questions is confirmed on 16 fresh ones that nothing was
+chosen on: `python bench/efficacy_bench.py --ready --questions fresh`.
+
+Run: python bench/build_ready_vectors.py [NAME ...]   (all of them by default)
 """
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
@@ -21,7 +27,23 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
-READY = ("terse", "formal")  # topics and tones: none met the bar (docs/efficacy.md)
+READY = ("terse", "formal", "excited")  # topics and sadness: none met the bar (docs/efficacy.md)
+# The calibration picks 0.5 for excitement: its label-free effect on 3 questions of 40 tokens
+# stops growing there, while the marker over 150 tokens does not (docs/efficacy.md).
+MEASURED = {
+    "excited": {
+        "strength": 0.7,
+        "mode": "add",
+        "chosen_by": "python bench/concept_sweep.py excited '' 0.3,0.4,0.5,0.6,0.7 --mode add "
+        "--set both --questions 16 --max-tokens 150 --threads 2",
+        "confirmed_by": "python bench/efficacy_bench.py --ready --questions fresh",
+        "note": "excitement per 100 words, 16 scoreboard questions, greedy, 150 tokens: "
+        "unsteered 0.20, the prompt 2.51 at 1.07x NLL; 0.5 gives 1.10 (39% of the prompt's "
+        "gain) at 1.09x, 0.7 gives 1.44 (54%) at 1.26x, repeats -0.01. On 16 fresh questions: "
+        "unsteered 0.00, the prompt 2.38 at 1.14x; 0.5 gives 1.39 (58%) at 1.16x, 0.7 gives "
+        "1.77 (74%) at 1.31x, repeats +0.01",
+    }
+}
 # Project mode's measured setting (bench/project_bench.py, docs/projection.md), kept in the file
 # so `/steer terse --mode project` and `/vector show terse` use and show it. Measured again
 # when the vector changes: `python bench/project_bench.py efficacy --bare`.
@@ -41,10 +63,15 @@ OUT = ROOT / "vectors" / "data" / "vectors"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"some of {', '.join(READY)} (default: all)")
+    names = parser.parse_args().names or READY
+    if unknown := set(names) - set(READY):
+        raise SystemExit(f"not a ready-made vector: {', '.join(sorted(unknown))}; known: {READY}")
     model = Model()
     core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0))
     OUT.mkdir(parents=True, exist_ok=True)
-    for concept in (c for c in CONCEPTS if c.name in READY):
+    for concept in (c for c in CONCEPTS if c.name in names):
         line = (
             f"/contrast {concept.name} {shlex.quote(concept.positive)} "
             f"{shlex.quote(concept.negative)} {concept.options}"
@@ -54,6 +81,11 @@ def main() -> None:
             raise SystemExit(f"{line}: {result.errors[0]}")
         vec = core.steering.vectors[concept.name]
         vec.meta["built_by"] = line
+        if concept.name in MEASURED:
+            measured = dict(MEASURED[concept.name], calibrated=vec.recommended_strength)
+            vec.meta["measured"] = measured
+            vec.meta["recommended_strength"] = measured["strength"]
+            vec.meta["recommended_mode"] = measured["mode"]
         if concept.name in PROJECT:
             vec.meta["project"] = PROJECT[concept.name]
         save_vector(vec, OUT / f"{concept.name}.gguf", model.metadata("general.architecture") or "")

@@ -11,7 +11,8 @@ READY = bundled_names()
 
 
 def test_steer_ships_ready_made_vectors() -> None:
-    assert "terse" in READY and len(READY) >= 2
+    # issue 11: verbosity, formality and a tone (no topic vector has held on fresh questions)
+    assert {"terse", "formal", "excited"} <= set(READY)
 
 
 @pytest.mark.parametrize("name", READY)
@@ -19,7 +20,16 @@ def test_each_is_calibrated_for_the_default_model(core: Core, name: str) -> None
     vec = load_vector(bundled_path(name), core.model.n_layer, core.model.n_embd)
     assert vec.meta["model_sha256"] == core.steering.model_sha256()
     cal = vec.meta["calibration"]
-    assert cal["chosen"] == vec.recommended_strength and cal["points"]
+    assert cal["points"]
+    measured = vec.meta.get("measured")
+    if measured is None:
+        assert cal["chosen"] == vec.recommended_strength
+    else:  # the scoreboard's strength, with the calibration's pick kept beside it
+        assert measured["strength"] == vec.recommended_strength != cal["chosen"]
+        assert measured["calibrated"] == cal["chosen"]
+        assert measured["mode"] == vec.meta["recommended_mode"]
+        for key in ("chosen_by", "confirmed_by"):
+            assert measured[key].startswith("python bench/"), measured[key]
     assert vec.meta["built_by"].startswith(f"/contrast {name} ")
     assert vec.meta["positive"] and vec.meta["negative"]
 
@@ -34,3 +44,15 @@ def test_vector_list_shows_them_and_load_takes_a_name(core: Core) -> None:
         f"loaded 'terse'; apply it: /steer terse {vec.recommended_strength:g}"
     )
     assert "terse" not in core.submit("/vector list").info[0].split("ready-made")[-1]
+
+
+def test_vector_show_says_why_a_measured_strength_overrules_the_calibration(core: Core) -> None:
+    out = core.submit("/vector load excited")
+    assert not out.errors, out.errors
+    vec = core.steering.vectors["excited"]
+    text = "\n".join(core.submit("/vector show excited").view.lines())
+    cal = vec.meta["calibration"]["chosen"]
+    picked = next(line for line in text.splitlines() if "<-" in line)
+    assert picked.split()[0] == f"{cal:g}" and picked.endswith("<- the calibration's pick")
+    assert f"recommended {vec.recommended_strength:g} instead, measured on unseen" in text
+    assert "confirmed by `python bench/efficacy_bench.py --ready --questions fresh`" in text
