@@ -56,3 +56,15 @@ def test_vector_show_says_why_a_measured_strength_overrules_the_calibration(core
     assert picked.split()[0] == f"{cal:g}" and picked.endswith("<- the calibration's pick")
     assert f"recommended {vec.recommended_strength:g} instead, measured on unseen" in text
     assert "confirmed by `python bench/efficacy_bench.py --ready --questions fresh`" in text
+
+
+def test_the_fresh_questions_are_in_no_other_set() -> None:
+    """A strength chosen on the scoreboard's questions is confirmed on the fresh ones, so they
+    must be in neither the scoreboard nor the build or calibration prompts."""
+    from bench.efficacy_bench import QUESTION_SETS
+    from vectors import calibration_prompts, neutral_prompts
+
+    fresh = set(QUESTION_SETS["fresh"])
+    assert len(fresh) == len(QUESTION_SETS["fresh"]) == 16
+    assert not fresh & set(QUESTION_SETS["both"])
+    assert not fresh & (set(neutral_prompts()) | set(calibration_prompts()))
