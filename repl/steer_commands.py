@@ -35,7 +35,7 @@ from vectors import (
     mix,
     save_vector,
 )
-from vectors.calibration import Point, is_fluent
+from vectors.calibration import WEAK_EFFECT, Point, is_fluent, weak_gain
 from vectors.lora import (
     DEFAULT_TARGETS,
     TARGETS,
@@ -141,7 +141,23 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         )
     if cal.get("chosen") is None:
         lines.append("  warning: no strength tried stayed fluent; recommending the gentlest")
+    gain = weak_gain(points, base, prompted)
+    if gain is not None:
+        lines.append(
+            f"  note: the effect moved only {gain:+.2f} nat/token (under {WEAK_EFFECT:g}): the "
+            "concept barely shows in these short replies, so a stronger strength may do more; "
+            f"try /sweep {vec.name} {_stronger(cal)}"
+            + (" --mode prompt" if cal.get("mode") == "prompt" else "")
+            + " on a question of yours"
+        )
     return lines + measured_report(vec)
+
+
+def _stronger(cal: dict) -> str:
+    """The pick and the strengths tried above it, for a /sweep line."""
+    chosen = float(cal["chosen"])
+    tried = sorted({float(p["strength"]) for p in cal.get("points", [])})
+    return ",".join(f"{s:g}" for s in tried if s >= chosen)
 
 
 def measured_report(vec: SteeringVector) -> list[str]:

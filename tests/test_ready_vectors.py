@@ -56,6 +56,15 @@ def test_vector_show_says_why_a_measured_strength_overrules_the_calibration(core
     assert picked.split()[0] == f"{cal:g}" and picked.endswith("<- the calibration's pick")
     assert f"recommended {vec.recommended_strength:g} instead, measured on unseen" in text
     assert "confirmed by `python bench/efficacy_bench.py --ready --questions fresh`" in text
+    # the calibration's own gain was small, which /vector show (and /contrast) point out
+    assert "note: the effect moved only +0.06 nat/token (under 0.1)" in text
+    assert "try /sweep excited 0.5,0.7 on a question of yours" in text
+
+
+def test_a_clear_effect_gets_no_note(core: Core) -> None:
+    assert not core.submit("/vector load terse").errors
+    text = "\n".join(core.submit("/vector show terse").view.lines())
+    assert "<- recommended" in text and "note: the effect moved only" not in text
 
 
 def test_the_fresh_questions_are_in_no_other_set() -> None:

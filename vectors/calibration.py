@@ -56,6 +56,11 @@ MIN_NLL_SLACK = 0.3  # nat/token
 MAX_REPEAT_GAIN = 0.10
 PLATEAU = 0.9
 MAX_PROMPTED_RATIO = 1.5  # the most the prompt's own cost may raise the NLL limit to
+# An effect gain at the chosen strength below this (nat/token) is too small to say where the
+# effect stops growing: terse's was +0.32 and its pick held on unseen questions; excitement's
+# was +0.06, its pick was 0.5 and the marker passed only at 0.7 (docs/efficacy.md). The rule
+# does not use it; /contrast says so, since a stronger setting may do more.
+WEAK_EFFECT = 0.1
 
 RULE = (
     f"fluent = no empty reply, NLL/token under the unsteered model <= {MAX_NLL_RATIO:g}x "
@@ -156,3 +161,15 @@ def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = No
     if best <= 0:
         return fluent[-1]
     return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
+
+
+def weak_gain(
+    points: Sequence[Point], baseline: Point, prompted: Point | None = None
+) -> float | None:
+    """The chosen point's effect gain over unsteered when it is under ``WEAK_EFFECT`` (too
+    small for the plateau to mean much), else None."""
+    chosen = choose(points, baseline, prompted)
+    if chosen is None or chosen.effect is None or baseline.effect is None:
+        return None
+    gain = chosen.effect - baseline.effect
+    return gain if gain < WEAK_EFFECT else None
