@@ -141,23 +141,24 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         )
     if cal.get("chosen") is None:
         lines.append("  warning: no strength tried stayed fluent; recommending the gentlest")
-    gain = weak_gain(points, base, prompted)
-    if gain is not None:
+    # the pick the file records (a file from an older rule may differ from choose() now)
+    pick = next((p for p in points if p.strength == cal.get("chosen")), None)
+    gain = weak_gain(pick, base)
+    if pick is not None and gain is not None:
         lines.append(
             f"  note: the effect moved only {gain:+.2f} nat/token (under {WEAK_EFFECT:g}): the "
             "concept barely shows in these short replies, so a stronger strength may do more; "
-            f"try /sweep {vec.name} {_stronger(cal)}"
+            f"try /sweep {vec.name} {_stronger(pick, points)}"
             + (" --mode prompt" if cal.get("mode") == "prompt" else "")
             + " on a question of yours"
         )
     return lines + measured_report(vec)
 
 
-def _stronger(cal: dict) -> str:
+def _stronger(pick: Point, points: list[Point]) -> str:
     """The pick and the strengths tried above it, for a /sweep line."""
-    chosen = float(cal["chosen"])
-    tried = sorted({float(p["strength"]) for p in cal.get("points", [])})
-    return ",".join(f"{s:g}" for s in tried if s >= chosen)
+    tried = sorted({p.strength for p in points if abs(p.strength) >= abs(pick.strength)}, key=abs)
+    return ",".join(f"{s:g}" for s in tried)
 
 
 def measured_report(vec: SteeringVector) -> list[str]:

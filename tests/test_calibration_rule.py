@@ -155,11 +155,11 @@ def test_a_small_effect_at_the_pick_is_flagged_and_a_large_one_is_not() -> None:
         Point(0.5, 0.57, 0.02, 40, effect=-0.221),
         Point(0.7, 0.70, 0.0, 40, effect=-0.232),
     ]
-    assert choose(tone, base).strength == 0.5
-    assert weak_gain(tone, base) == pytest.approx(0.058)
+    pick = choose(tone, base)
+    assert pick.strength == 0.5 and weak_gain(pick, base) == pytest.approx(0.058)
     # terse's: +0.32 at its pick
-    terse = [Point(0.3, 0.63, 0.0, 32, effect=-0.02), Point(0.4, 0.82, 0.0, 31, effect=+0.10)]
+    terse = Point(0.4, 0.82, 0.0, 31, effect=+0.10)
     assert weak_gain(terse, Point(0.0, 0.55, 0.0, 40, effect=-0.18)) is None
-    # nothing fluent, or no effect measured: nothing to say
-    assert weak_gain([Point(0.3, 2.0, 0.0, 40, effect=-0.2)], base) is None
-    assert weak_gain([Point(0.3, 0.54, 0.0, 40)], Point(0.0, 0.53, 0.01, 40)) is None
+    # no pick, or no effect measured: nothing to say
+    assert weak_gain(None, base) is None
+    assert weak_gain(Point(0.3, 0.54, 0.0, 40), Point(0.0, 0.53, 0.01, 40)) is None

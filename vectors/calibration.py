@@ -163,12 +163,9 @@ def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = No
     return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
 
 
-def weak_gain(
-    points: Sequence[Point], baseline: Point, prompted: Point | None = None
-) -> float | None:
+def weak_gain(chosen: Point | None, baseline: Point) -> float | None:
     """The chosen point's effect gain over unsteered when it is under ``WEAK_EFFECT`` (too
     small for the plateau to mean much), else None."""
-    chosen = choose(points, baseline, prompted)
     if chosen is None or chosen.effect is None or baseline.effect is None:
         return None
     gain = chosen.effect - baseline.effect
