@@ -77,3 +77,23 @@ def test_the_fresh_questions_are_in_no_other_set() -> None:
     assert len(fresh) == len(QUESTION_SETS["fresh"]) == 16
     assert not fresh & set(QUESTION_SETS["both"])
     assert not fresh & (set(neutral_prompts()) | set(calibration_prompts()))
+
+
+def test_the_ready_excited_vector_moves_its_marker_on_unseen_questions(core: Core) -> None:
+    """`/steer excited` as shipped (0.7, blocks 9-13), greedy, 40 tokens, on the first 8 fresh
+    questions, written side by side: its gushing words appear where plain replies have none
+    (bench/efficacy_bench.py --ready measures it properly, over 150 tokens)."""
+    from bench.efficacy_bench import CONCEPTS, QUESTION_SETS
+
+    marker = next(c for c in CONCEPTS if c.name == "excited").marker
+    assert not core.submit("/vector load excited").errors
+    active = core.steering.activate("excited", None, None, None)
+    core.steering.active.clear()
+    assert (active.strength, active.layers, active.mode) == (0.7, (9, 13), "add")
+    asked = [[{"role": "user", "content": q}] for q in QUESTION_SETS["fresh"][:8]]
+    with core.batch() as batched:
+        plain = batched.answer(asked, None, 40)
+        steered = batched.answer(asked, core.steering.control({"excited": active}), 40)
+    before = [marker(r.text, r.tokens) for r in plain]
+    after = [marker(r.text, r.tokens) for r in steered]
+    assert sum(after) > sum(before) and sum(m > 0 for m in after) >= 2, (before, after)
