@@ -15,14 +15,13 @@ Run: python bench/build_ready_vectors.py [NAME ...]   (all of them by default)
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.efficacy_bench import CONCEPTS  # noqa: E402
+from bench.efficacy_bench import CONCEPTS, build_line  # noqa: E402
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
@@ -72,10 +71,7 @@ def main() -> None:
     core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0))
     OUT.mkdir(parents=True, exist_ok=True)
     for concept in (c for c in CONCEPTS if c.name in names):
-        line = (
-            f"/contrast {concept.name} {shlex.quote(concept.positive)} "
-            f"{shlex.quote(concept.negative)} {concept.options}"
-        ).strip()
+        line = build_line(concept, "", ready=False)
         result = core.run_job(core.submit(line))
         if result.errors:
             raise SystemExit(f"{line}: {result.errors[0]}")
