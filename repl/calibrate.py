@@ -5,7 +5,8 @@ much of it a model tolerates is not: the terse vector broke the text at 1 and re
 0.3. So after building, /contrast answers a few held-out questions (vectors/data/calibration_
 prompts.txt) greedily at a few strengths, scores every reply with the unsteered model, and
 recommends by the rule in vectors/calibration.py. The walk up the strength ladder stops at
-the first strength that is not fluent or whose effect falls.
+the first strength that is not fluent or whose effect falls (once the effect is large enough
+for a fall to mean something).
 
 The work is batched (engine/batch.py, through `Core.batch`): the questions of one strength are
 answered side by side, and the scoring prompts (each question plain and with the positive
@@ -321,8 +322,8 @@ def _calibrate(
 
 
 def _walk(result: Calibration):
-    """Yield rungs to try: up from the start while fluent and the effect still grows, else
-    down from it until fluent."""
+    """Yield rungs to try: up from the start while fluent and the effect still grows (or is
+    too small to tell), else down from it until fluent."""
     ladder = result.ladder
     i = ladder.index(PROMPT_START if result.mode == "prompt" else START)
     yield ladder[i]
@@ -334,5 +335,6 @@ def _walk(result: Calibration):
             return
         yield ladder[i]
         steps += 1
-        if result.fluent(result.points[-1]) != up or (up and effect_fell(result.points)):
+        fell = up and effect_fell(result.points, result.baseline)
+        if result.fluent(result.points[-1]) != up or fell:
             return

@@ -146,19 +146,21 @@ def calibration_report(vec: SteeringVector) -> list[str]:
     gain = weak_gain(pick, base)
     if pick is not None and gain is not None:
         lines.append(
-            f"  note: the effect moved only {gain:+.2f} nat/token (under {WEAK_EFFECT:g}): the "
-            "concept barely shows in these short replies, so a stronger strength may do more; "
-            f"try /sweep {vec.name} {_stronger(pick, points)}"
+            f"  note: the effect grew only {gain:+.2f} nat/token at the pick (under "
+            f"{WEAK_EFFECT:g}), too little to show where it stops growing, so the pick is the "
+            "strongest fluent strength; the concept may show more in longer replies: compare "
+            f"/sweep {vec.name} {_around(pick, points)}"
             + (" --mode prompt" if cal.get("mode") == "prompt" else "")
             + " on a question of yours"
         )
     return lines + measured_report(vec)
 
 
-def _stronger(pick: Point, points: list[Point]) -> str:
-    """The pick and the strengths tried above it, for a /sweep line."""
-    tried = sorted({p.strength for p in points if abs(p.strength) >= abs(pick.strength)}, key=abs)
-    return ",".join(f"{s:g}" for s in tried)
+def _around(pick: Point, points: list[Point]) -> str:
+    """The strength tried just below the pick, the pick, and those above it, for a /sweep line."""
+    tried = sorted({p.strength for p in points}, key=abs)
+    at = tried.index(pick.strength)
+    return ",".join(f"{s:g}" for s in tried[max(at - 1, 0) :])
 
 
 def measured_report(vec: SteeringVector) -> list[str]:

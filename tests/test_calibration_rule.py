@@ -147,19 +147,43 @@ def test_effect_fell_needs_two_measured_effects() -> None:
     )
 
 
-def test_a_small_effect_at_the_pick_is_flagged_and_a_large_one_is_not() -> None:
-    # excitement's calibration (docs/efficacy.md): gains of 0.03-0.06 nat/token, pick 0.5
+def test_an_effect_too_small_to_show_a_plateau_leaves_the_pick_to_fluency() -> None:
+    # excitement's calibration (docs/efficacy.md): gains of 0.03-0.06 nat/token, a "peak" at 0.5
+    # by 0.01; its marker on unseen questions passed at 0.7 and not at 0.5
     base = Point(0.0, 0.53, 0.01, 40, effect=-0.279)
     tone = [
         Point(0.3, 0.54, 0.0, 40, effect=-0.249),
         Point(0.5, 0.57, 0.02, 40, effect=-0.221),
         Point(0.7, 0.70, 0.0, 40, effect=-0.232),
+        Point(1.0, 1.20, 0.0, 40, effect=+0.059),  # the effect jumps, but not fluent
     ]
     pick = choose(tone, base)
-    assert pick.strength == 0.5 and weak_gain(pick, base) == pytest.approx(0.058)
+    assert pick.strength == 0.7 and weak_gain(pick, base) == pytest.approx(0.047)
+    # the same points with every gain ten times larger: the plateau decides again
+    big = [
+        Point(p.strength, p.nll, p.repeat, p.tokens, effect=-0.279 + 10 * (p.effect + 0.279))
+        for p in tone
+    ]
+    assert choose(big, base).strength == 0.5 and weak_gain(choose(big, base), base) is None
     # terse's: +0.32 at its pick
     terse = Point(0.4, 0.82, 0.0, 31, effect=+0.10)
     assert weak_gain(terse, Point(0.0, 0.55, 0.0, 40, effect=-0.18)) is None
     # no pick, or no effect measured: nothing to say
     assert weak_gain(None, base) is None
     assert weak_gain(Point(0.3, 0.54, 0.0, 40), Point(0.0, 0.53, 0.01, 40)) is None
+
+
+def test_a_weak_effect_that_falls_does_not_stop_the_walk() -> None:
+    """A fall of 0.01 nat/token among gains under WEAK_EFFECT is noise: the walk climbs until
+    the replies stop being fluent, and the strongest fluent rung is recommended."""
+    from repl.calibrate import Calibration, _walk
+
+    effects = {0.3: -0.17, 0.4: -0.16, 0.5: -0.15, 0.7: -0.16, 1.0: -0.1}
+    nll = {0.3: 0.85, 0.4: 0.86, 0.5: 0.9, 0.7: 0.95, 1.0: 1.4}
+    cal = Calibration((9, 13), [], 40, BASE)
+    tried = []
+    for strength in _walk(cal):
+        tried.append(strength)
+        cal.points.append(Point(strength, nll[strength], 0.05, 20, effect=effects[strength]))
+    assert tried == [0.3, 0.4, 0.5, 0.7, 1.0] and cal.strength == 0.7
+    assert not effect_fell(cal.points[:4], BASE) and effect_fell(cal.points[:4])

@@ -35,14 +35,18 @@ to ``MAX_PROMPTED_RATIO`` x unsteered: steering is then held to "no less natural
 
 Among fluent points the chosen strength is the one where the effect stops growing: the weakest
 whose effect gain over unsteered reaches ``PLATEAU`` of the best fluent gain. Past that point
-more strength costs fluency and buys little. Without an effect measure (pairs files) it is the
-strongest fluent point. For the same reason the calibration's walk up the ladder stops at the
-first strength whose effect falls below the one before (`effect_fell`): the effect has stopped
-growing there, and the rungs above are measured mostly to be passed over. On the six concepts
-measured, stopping there never changed a choice that had an effect to speak of (it saved one
-of four rungs for the terse vector and three of five for formal). The price: where the effect
-is still near zero, a fall within the noise of 3 questions stops the walk before an effect
-that would have come further up (docs/efficacy.md, sadness at blocks 9-13).
+more strength costs fluency and buys little. Without an effect measure (pairs files), or when
+no fluent point's gain reaches ``WEAK_EFFECT``, it is the strongest fluent point: an effect that
+small cannot say where it stops growing. Excitement's gains were +0.03 to +0.06 nat/token at
+0.3-0.7 and peaked at 0.5 by 0.01, within the noise of 3 questions; its marker over unseen
+questions kept growing to 0.7, which passed where 0.5 did not (docs/efficacy.md). Terse's gain
+was +0.32, and its plateau pick held on unseen questions.
+
+For the same reason the calibration's walk up the ladder stops at the first strength whose
+effect falls below the one before (`effect_fell`), once some gain has reached ``WEAK_EFFECT``:
+the effect has stopped growing there, and the rungs above are measured mostly to be passed
+over. Below that size a fall is noise, and the walk climbs on until the replies stop being
+fluent (or ``MAX_STEPS`` rungs).
 """
 
 from __future__ import annotations
@@ -56,10 +60,9 @@ MIN_NLL_SLACK = 0.3  # nat/token
 MAX_REPEAT_GAIN = 0.10
 PLATEAU = 0.9
 MAX_PROMPTED_RATIO = 1.5  # the most the prompt's own cost may raise the NLL limit to
-# An effect gain at the chosen strength below this (nat/token) is too small to say where the
-# effect stops growing: terse's was +0.32 and its pick held on unseen questions; excitement's
-# was +0.06, its pick was 0.5 and the marker passed only at 0.7 (docs/efficacy.md). The rule
-# does not use it; /contrast says so, since a stronger setting may do more.
+# Effect gains (nat/token) below this are too small to say where the effect stops growing (see
+# above). Measured gains at the pick, 3 questions of 40 tokens: terse +0.32, sea +0.12, space
+# +0.08, formal +0.07, excited +0.06, sad +0.01 (2026-11-30).
 WEAK_EFFECT = 0.1
 
 RULE = (
@@ -67,9 +70,10 @@ RULE = (
     f"unsteered (or +{MIN_NLL_SLACK:g}, or the positively instructed replies' NLL up to "
     f"{MAX_PROMPTED_RATIO:g}x), repeated 3-grams <= unsteered + {MAX_REPEAT_GAIN:g}; "
     f"chosen = the weakest fluent strength whose effect reaches {PLATEAU:.0%} of the best "
-    "fluent effect (the strongest fluent one when there is no effect measure); effect = "
-    "log-likelihood per token under the positively instructed question minus under the plain "
-    "one; the walk up stops at the first strength that is not fluent or whose effect falls"
+    "fluent effect (the strongest fluent one when there is no effect measure or no fluent gain "
+    f"reaches {WEAK_EFFECT:g}); effect = log-likelihood per token under the positively "
+    "instructed question minus under the plain one; the walk up stops at the first strength "
+    f"that is not fluent or, once a gain has reached {WEAK_EFFECT:g}, whose effect falls"
 )
 SHORT_RULE = (
     f"fluent: not empty, NLL ≤{MAX_NLL_RATIO:g}x (or +{MIN_NLL_SLACK:g}) unsteered, repeats ≤ "
@@ -139,10 +143,15 @@ def is_fluent(point: Point, baseline: Point, prompted: Point | None = None) -> b
     return point.nll <= nll_limit(baseline.nll, prompted.nll if prompted else None) + 1e-9
 
 
-def effect_fell(points: Sequence[Point]) -> bool:
-    """Whether the last point's effect is below the one before it (the walk stops climbing)."""
+def effect_fell(points: Sequence[Point], baseline: Point | None = None) -> bool:
+    """Whether the last point's effect is below the one before it, and (given the baseline)
+    some point's gain reached ``WEAK_EFFECT``, so the fall is worth stopping for."""
     if len(points) < 2:
         return False
+    if baseline is not None and baseline.effect is not None:
+        gains = [p.effect - baseline.effect for p in points if p.effect is not None]
+        if not gains or max(gains) < WEAK_EFFECT:
+            return False
     before, last = points[-2].effect, points[-1].effect
     return before is not None and last is not None and last < before
 
@@ -158,14 +167,14 @@ def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = No
         return fluent[-1]
     gains = [p.effect - baseline.effect for p in fluent]  # type: ignore[operator]
     best = max(gains)
-    if best <= 0:
+    if best < WEAK_EFFECT:  # too small to show where it stops growing
         return fluent[-1]
     return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
 
 
 def weak_gain(chosen: Point | None, baseline: Point) -> float | None:
     """The chosen point's effect gain over unsteered when it is under ``WEAK_EFFECT`` (too
-    small for the plateau to mean much), else None."""
+    small to show a plateau, so the pick went by fluency alone), else None."""
     if chosen is None or chosen.effect is None or baseline.effect is None:
         return None
     gain = chosen.effect - baseline.effect
