@@ -27,22 +27,11 @@ from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
 READY = ("terse", "formal", "excited")  # topics and sadness: none met the bar (docs/efficacy.md)
-# The calibration picks 0.5 for excitement: its label-free effect on 3 questions of 40 tokens
-# stops growing there, while the marker over 150 tokens does not (docs/efficacy.md).
-MEASURED = {
-    "excited": {
-        "strength": 0.7,
-        "mode": "add",
-        "chosen_by": "python bench/concept_sweep.py excited '' 0.3,0.4,0.5,0.6,0.7 --mode add "
-        "--set both --questions 16 --max-tokens 150 --threads 2",
-        "confirmed_by": "python bench/efficacy_bench.py --ready --questions fresh",
-        "note": "excitement per 100 words, 16 scoreboard questions, greedy, 150 tokens: "
-        "unsteered 0.20, the prompt 2.51 at 1.07x NLL; 0.5 gives 1.10 (39% of the prompt's "
-        "gain) at 1.09x, 0.7 gives 1.44 (54%) at 1.26x, repeats -0.01. On 16 fresh questions: "
-        "unsteered 0.00, the prompt 2.38 at 1.14x; 0.5 gives 1.39 (58%) at 1.16x, 0.7 gives "
-        "1.77 (74%) at 1.31x, repeats +0.01",
-    }
-}
+# A strength measured on the scoreboard and confirmed on the fresh questions, recommended over
+# the calibration's pick (the pick stays in the file): none now. Excitement had 0.7 here while
+# the calibration picked 0.5; since the rule leaves the pick to fluency when the effect is too
+# small to show a plateau (vectors/calibration.py), the calibration picks 0.7 itself.
+MEASURED: dict[str, dict] = {}
 # Project mode's measured setting (bench/project_bench.py, docs/projection.md), kept in the file
 # so `/steer terse --mode project` and `/vector show terse` use and show it. Measured again
 # when the vector changes: `python bench/project_bench.py efficacy --bare`.
