@@ -45,6 +45,7 @@ from engine.capture import Probe  # noqa: E402
 from repl.calibrate import Scored, answer_all, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import bundled_names, bundled_path, calibration_prompts, neutral_prompts  # noqa: E402
+from vectors.atomic import write_atomic  # noqa: E402
 
 QUESTIONS = [
     "How do birds find their way when they migrate?",
@@ -394,7 +395,8 @@ def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
         raise SystemExit(f"{path}: no {begin} ... {end} block to update")
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1]
-    path.write_text(f"{head}{begin}\n" + "\n".join(body) + f"\n{end}{tail}", "utf-8")
+    new = f"{head}{begin}\n" + "\n".join(body) + f"\n{end}{tail}"
+    write_atomic(path, lambda tmp: tmp.write_text(new, "utf-8"))  # never half a doc
 
 
 def main() -> None:

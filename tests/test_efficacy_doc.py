@@ -1,0 +1,27 @@
+"""The scoreboard's doc update (bench/efficacy_bench.py --update-doc): pure text, no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.efficacy_bench import update_doc
+
+DOC = "# page\n\nbefore\n<!-- ready-both:begin -->\nold table\n<!-- ready-both:end -->\nafter\n"
+
+
+def test_only_the_named_block_is_rewritten(tmp_path: Path) -> None:
+    doc = tmp_path / "efficacy.md"
+    doc.write_text(DOC, "utf-8")
+    update_doc(doc, ["new table", "| a | b |"], "ready-both")
+    assert doc.read_text("utf-8") == DOC.replace("old table", "new table\n| a | b |")
+    assert [p.name for p in tmp_path.iterdir()] == ["efficacy.md"]  # no temporary file left
+
+
+def test_a_doc_without_the_block_is_left_as_it_was(tmp_path: Path) -> None:
+    doc = tmp_path / "efficacy.md"
+    doc.write_text(DOC, "utf-8")
+    with pytest.raises(SystemExit, match="no <!-- efficacy:begin --> ... <!-- efficacy:end -->"):
+        update_doc(doc, ["new table"], "efficacy")
+    assert doc.read_text("utf-8") == DOC
