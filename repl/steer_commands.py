@@ -35,7 +35,7 @@ from vectors import (
     mix,
     save_vector,
 )
-from vectors.calibration import WEAK_EFFECT, Point, is_fluent, weak_gain
+from vectors.calibration import WEAK_EFFECT, Point, choose, is_fluent, weak_effect
 from vectors.lora import (
     DEFAULT_TARGETS,
     TARGETS,
@@ -141,14 +141,14 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         )
     if cal.get("chosen") is None:
         lines.append("  warning: no strength tried stayed fluent; recommending the gentlest")
-    # the pick the file records (a file from an older rule may differ from choose() now)
-    pick = next((p for p in points if p.strength == cal.get("chosen")), None)
-    gain = weak_gain(pick, base)
-    if pick is not None and gain is not None:
+    # only where the file's pick is the one this rule makes (an older rule's may differ)
+    gain = weak_effect(points, base, prompted)
+    pick = choose(points, base, prompted)
+    if gain is not None and pick is not None and pick.strength == cal.get("chosen"):
         lines.append(
-            f"  note: the effect grew only {gain:+.2f} nat/token at the pick (under "
-            f"{WEAK_EFFECT:g}), too little to show where it stops growing, so the pick is the "
-            "strongest fluent strength; the concept may show more in longer replies: compare "
+            f"  note: the effect grew at most {gain:+.2f} nat/token (under {WEAK_EFFECT:g}), too "
+            "little to show where it stops growing, so the pick is the strongest fluent "
+            "strength; the concept may show more in longer replies: compare "
             f"/sweep {vec.name} {_around(pick, points)}"
             + (" --mode prompt" if cal.get("mode") == "prompt" else "")
             + " on a question of yours"

@@ -15,7 +15,7 @@ from vectors.calibration import (
     effect_fell,
     is_fluent,
     nll_limit,
-    weak_gain,
+    weak_effect,
 )
 
 BASE = Point(0.0, 0.8, 0.05, 40.0, effect=-0.2)
@@ -158,19 +158,19 @@ def test_an_effect_too_small_to_show_a_plateau_leaves_the_pick_to_fluency() -> N
         Point(1.0, 1.20, 0.0, 40, effect=+0.059),  # the effect jumps, but not fluent
     ]
     pick = choose(tone, base)
-    assert pick.strength == 0.7 and weak_gain(pick, base) == pytest.approx(0.047)
+    assert pick.strength == 0.7 and weak_effect(tone, base) == pytest.approx(0.058)
     # the same points with every gain ten times larger: the plateau decides again
     big = [
         Point(p.strength, p.nll, p.repeat, p.tokens, effect=-0.279 + 10 * (p.effect + 0.279))
         for p in tone
     ]
-    assert choose(big, base).strength == 0.5 and weak_gain(choose(big, base), base) is None
+    assert choose(big, base).strength == 0.5 and weak_effect(big, base) is None
     # terse's: +0.32 at its pick
-    terse = Point(0.4, 0.82, 0.0, 31, effect=+0.10)
-    assert weak_gain(terse, Point(0.0, 0.55, 0.0, 40, effect=-0.18)) is None
-    # no pick, or no effect measured: nothing to say
-    assert weak_gain(None, base) is None
-    assert weak_gain(Point(0.3, 0.54, 0.0, 40), Point(0.0, 0.53, 0.01, 40)) is None
+    terse = [Point(0.3, 0.7, 0.0, 35, effect=0.0), Point(0.4, 0.82, 0.0, 31, effect=+0.14)]
+    assert weak_effect(terse, Point(0.0, 0.55, 0.0, 40, effect=-0.18)) is None
+    # nothing fluent, or no effect measured: nothing to say
+    assert weak_effect([Point(0.7, 3.0, 0.0, 40, effect=0.0)], base) is None
+    assert weak_effect([Point(0.3, 0.54, 0.0, 40)], Point(0.0, 0.53, 0.01, 40)) is None
 
 
 def test_a_weak_effect_that_falls_does_not_stop_the_walk() -> None:

@@ -55,7 +55,7 @@ def test_vector_show_says_when_the_effect_was_too_small_to_show_a_plateau(core: 
     assert picked.split()[0] == "0.7" and picked.endswith("<- recommended")
     assert vec.meta["calibration"]["chosen"] == vec.recommended_strength == 0.7
     # its gains were under 0.1 nat/token, so the pick went by fluency, and the report says so
-    assert "note: the effect grew only +0.05 nat/token at the pick (under 0.1)" in text
+    assert "note: the effect grew at most +0.06 nat/token (under 0.1), too little to show" in text
     assert "compare /sweep excited 0.5,0.7,1 on a question of yours" in text
     assert "instead, measured on unseen" not in text
 
@@ -87,7 +87,7 @@ def test_a_measured_strength_that_overrules_the_calibration_is_shown_with_its_so
 def test_a_clear_effect_gets_no_note(core: Core) -> None:
     assert not core.submit("/vector load terse").errors
     text = "\n".join(core.submit("/vector show terse").view.lines())
-    assert "<- recommended" in text and "note: the effect grew only" not in text
+    assert "<- recommended" in text and "note: the effect grew at most" not in text
 
 
 def test_the_fresh_questions_are_in_no_other_set() -> None:

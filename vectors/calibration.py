@@ -158,24 +158,34 @@ def effect_fell(points: Sequence[Point], baseline: Point | None = None) -> bool:
 
 def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = None) -> Point | None:
     """The recommended point: where the effect stops growing among fluent ones, or None."""
-    fluent = sorted(
-        (p for p in points if is_fluent(p, baseline, prompted)), key=lambda p: abs(p.strength)
-    )
+    fluent = _fluent(points, baseline, prompted)
     if not fluent:
         return None
-    if baseline.effect is None or any(p.effect is None for p in fluent):
+    if not _has_effects(fluent, baseline) or weak_effect(points, baseline, prompted) is not None:
         return fluent[-1]
     gains = [p.effect - baseline.effect for p in fluent]  # type: ignore[operator]
     best = max(gains)
-    if best < WEAK_EFFECT:  # too small to show where it stops growing
-        return fluent[-1]
     return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
 
 
-def weak_gain(chosen: Point | None, baseline: Point) -> float | None:
-    """The chosen point's effect gain over unsteered when it is under ``WEAK_EFFECT`` (too
-    small to show a plateau, so the pick went by fluency alone), else None."""
-    if chosen is None or chosen.effect is None or baseline.effect is None:
+def weak_effect(
+    points: Sequence[Point], baseline: Point, prompted: Point | None = None
+) -> float | None:
+    """The best effect gain over unsteered among the fluent points when it is under
+    ``WEAK_EFFECT`` (too small to show where the effect stops growing, so `choose` goes by
+    fluency alone), else None; None too without an effect measure."""
+    fluent = _fluent(points, baseline, prompted)
+    if not fluent or not _has_effects(fluent, baseline):
         return None
-    gain = chosen.effect - baseline.effect
-    return gain if gain < WEAK_EFFECT else None
+    best = max(p.effect - baseline.effect for p in fluent)  # type: ignore[operator]
+    return best if best < WEAK_EFFECT else None
+
+
+def _fluent(points: Sequence[Point], baseline: Point, prompted: Point | None) -> list[Point]:
+    """The fluent points, gentlest first."""
+    fluent = (p for p in points if is_fluent(p, baseline, prompted))
+    return sorted(fluent, key=lambda p: abs(p.strength))
+
+
+def _has_effects(points: Sequence[Point], baseline: Point) -> bool:
+    return baseline.effect is not None and all(p.effect is not None for p in points)
