@@ -148,10 +148,9 @@ def effect_fell(points: Sequence[Point], baseline: Point | None = None) -> bool:
     some point's gain reached ``WEAK_EFFECT``, so the fall is worth stopping for."""
     if len(points) < 2:
         return False
-    if baseline is not None and baseline.effect is not None:
-        gains = [p.effect - baseline.effect for p in points if p.effect is not None]
-        if not gains or max(gains) < WEAK_EFFECT:
-            return False
+    gains = None if baseline is None else _gains(points, baseline)
+    if gains is not None and max(gains) < WEAK_EFFECT:
+        return False
     before, last = points[-2].effect, points[-1].effect
     return before is not None and last is not None and last < before
 
@@ -161,9 +160,9 @@ def choose(points: Sequence[Point], baseline: Point, prompted: Point | None = No
     fluent = _fluent(points, baseline, prompted)
     if not fluent:
         return None
-    if not _has_effects(fluent, baseline) or weak_effect(points, baseline, prompted) is not None:
+    gains = _gains(fluent, baseline)
+    if gains is None or max(gains) < WEAK_EFFECT:  # no effect that can show a plateau
         return fluent[-1]
-    gains = [p.effect - baseline.effect for p in fluent]  # type: ignore[operator]
     best = max(gains)
     return next(p for p, gain in zip(fluent, gains, strict=True) if gain >= PLATEAU * best)
 
@@ -174,11 +173,10 @@ def weak_effect(
     """The best effect gain over unsteered among the fluent points when it is under
     ``WEAK_EFFECT`` (too small to show where the effect stops growing, so `choose` goes by
     fluency alone), else None; None too without an effect measure."""
-    fluent = _fluent(points, baseline, prompted)
-    if not fluent or not _has_effects(fluent, baseline):
+    gains = _gains(_fluent(points, baseline, prompted), baseline)
+    if not gains or max(gains) >= WEAK_EFFECT:
         return None
-    best = max(p.effect - baseline.effect for p in fluent)  # type: ignore[operator]
-    return best if best < WEAK_EFFECT else None
+    return max(gains)
 
 
 def _fluent(points: Sequence[Point], baseline: Point, prompted: Point | None) -> list[Point]:
@@ -187,5 +185,8 @@ def _fluent(points: Sequence[Point], baseline: Point, prompted: Point | None) ->
     return sorted(fluent, key=lambda p: abs(p.strength))
 
 
-def _has_effects(points: Sequence[Point], baseline: Point) -> bool:
-    return baseline.effect is not None and all(p.effect is not None for p in points)
+def _gains(points: Sequence[Point], baseline: Point) -> list[float] | None:
+    """Each point's effect gain over unsteered; None when any effect is missing."""
+    if baseline.effect is None or any(p.effect is None for p in points):
+        return None
+    return [p.effect - baseline.effect for p in points]  # type: ignore[operator]
