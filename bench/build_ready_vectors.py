@@ -4,9 +4,7 @@ Each is made by the same `/contrast` line a user would type (calibration include
 carries the provenance and the calibration that chose its strength. The lines are the ones the
 efficacy scoreboard (bench/efficacy_bench.py, docs/efficacy.md) measured.
 
-Where the scoreboard measured a better strength than the calibration's pick, the file
-recommends that one (`measured` in its provenance, the calibration's pick kept beside it). A
-strength chosen on the scoreboard's questions is confirmed on 16 fresh ones that nothing was
+Each recommends its calibration's pick, confirmed on 16 fresh questions that nothing was
 chosen on: `python bench/efficacy_bench.py --ready --questions fresh`.
 
 Run: python bench/build_ready_vectors.py [NAME ...]   (all of them by default)
@@ -27,11 +25,6 @@ from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
 READY = ("terse", "formal", "excited")  # topics and sadness: none met the bar (docs/efficacy.md)
-# A strength measured on the scoreboard and confirmed on the fresh questions, recommended over
-# the calibration's pick (the pick stays in the file): none now. Excitement had 0.7 here while
-# the calibration picked 0.5; since the rule leaves the pick to fluency when the effect is too
-# small to show a plateau (vectors/calibration.py), the calibration picks 0.7 itself.
-MEASURED: dict[str, dict] = {}
 # Project mode's measured setting (bench/project_bench.py, docs/projection.md), kept in the file
 # so `/steer terse --mode project` and `/vector show terse` use and show it. Measured again
 # when the vector changes: `python bench/project_bench.py efficacy --bare`.
@@ -66,11 +59,6 @@ def main() -> None:
             raise SystemExit(f"{line}: {result.errors[0]}")
         vec = core.steering.vectors[concept.name]
         vec.meta["built_by"] = line
-        if concept.name in MEASURED:
-            measured = dict(MEASURED[concept.name], calibrated=vec.recommended_strength)
-            vec.meta["measured"] = measured
-            vec.meta["recommended_strength"] = measured["strength"]
-            vec.meta["recommended_mode"] = measured["mode"]
         if concept.name in PROJECT:
             vec.meta["project"] = PROJECT[concept.name]
         save_vector(vec, OUT / f"{concept.name}.gguf", model.metadata("general.architecture") or "")

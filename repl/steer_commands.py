@@ -132,8 +132,7 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         if point is not base and point is not prompted:
             mark = "  fluent" if is_fluent(point, base, prompted) else "  not fluent"
             if cal.get("chosen") is not None and point.strength == cal["chosen"]:
-                overruled = vec.recommended_strength not in (None, cal["chosen"])
-                mark += " <- the calibration's pick" if overruled else " <- recommended"
+                mark += " <- recommended"
         lines.append(
             f"  {label:>8} {point.tokens:6.1f} {_num(point.nll)} "
             f"{_num(point.nll / base.nll if base.nll else math.nan)} "
@@ -153,7 +152,7 @@ def calibration_report(vec: SteeringVector) -> list[str]:
             + (" --mode prompt" if cal.get("mode") == "prompt" else "")
             + " on a question of yours"
         )
-    return lines + measured_report(vec)
+    return lines
 
 
 def _around(pick: Point, points: list[Point]) -> str:
@@ -161,19 +160,6 @@ def _around(pick: Point, points: list[Point]) -> str:
     tried = sorted({p.strength for p in points}, key=abs)
     at = tried.index(pick.strength)
     return ",".join(f"{s:g}" for s in tried[max(at - 1, 0) :])
-
-
-def measured_report(vec: SteeringVector) -> list[str]:
-    """Why a ready-made vector recommends another strength than its calibration picked: the
-    scoreboard's measurement on unseen questions (bench/build_ready_vectors.py)."""
-    measured = vec.meta.get("measured")
-    if not isinstance(measured, dict) or measured.get("strength") != vec.recommended_strength:
-        return []
-    return [
-        f"  recommended {vec.recommended_strength:g} instead, measured on unseen questions "
-        f"(by `{measured.get('chosen_by', '?')}`, confirmed by "
-        f"`{measured.get('confirmed_by', '?')}`): {measured.get('note', '')}"
-    ]
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -562,7 +548,7 @@ class VectorReport:
 
 def provenance(vec: SteeringVector) -> list[str]:
     """The metadata a vector carries about how it was made, one 'key: value' per line."""
-    skip = {"separation", "effect_size", "norms", "prompts", "calibration", "project", "measured"}
+    skip = {"separation", "effect_size", "norms", "prompts", "calibration", "project"}
     lines = [f"{key}: {vec.meta[key]}" for key in sorted(k for k in vec.meta if k not in skip)]
     if "prompts" in vec.meta:
         lines.append(f"prompts: {len(vec.meta['prompts'])} neutral prompts")

@@ -20,16 +20,7 @@ def test_each_is_calibrated_for_the_default_model(core: Core, name: str) -> None
     vec = load_vector(bundled_path(name), core.model.n_layer, core.model.n_embd)
     assert vec.meta["model_sha256"] == core.steering.model_sha256()
     cal = vec.meta["calibration"]
-    assert cal["points"]
-    measured = vec.meta.get("measured")
-    if measured is None:
-        assert cal["chosen"] == vec.recommended_strength
-    else:  # the scoreboard's strength, with the calibration's pick kept beside it
-        assert measured["strength"] == vec.recommended_strength != cal["chosen"]
-        assert measured["calibrated"] == cal["chosen"]
-        assert measured["mode"] == vec.meta["recommended_mode"]
-        for key in ("chosen_by", "confirmed_by"):
-            assert measured[key].startswith("python bench/"), measured[key]
+    assert cal["chosen"] == vec.recommended_strength and cal["points"]
     assert vec.meta["built_by"].startswith(f"/contrast {name} ")
     assert vec.meta["positive"] and vec.meta["negative"]
 
@@ -57,31 +48,6 @@ def test_vector_show_says_when_the_effect_was_too_small_to_show_a_plateau(core: 
     # its gains were under 0.1 nat/token, so the pick went by fluency, and the report says so
     assert "note: the effect grew at most +0.06 nat/token (under 0.1), too little to show" in text
     assert "compare /sweep excited 0.5,0.7,1 on a question of yours" in text
-    assert "instead, measured on unseen" not in text
-
-
-def test_a_measured_strength_that_overrules_the_calibration_is_shown_with_its_source() -> None:
-    """A ready-made vector may recommend a strength the scoreboard measured instead of its
-    calibration's pick (`steer.measured`, docs/vector-format.md); none ships one now."""
-    import copy
-
-    from repl.steer_commands import calibration_report
-
-    vec = copy.deepcopy(load_vector(bundled_path("excited")))
-    vec.meta["recommended_strength"] = 1.0
-    vec.meta["measured"] = {
-        "strength": 1.0,
-        "mode": "add",
-        "calibrated": 0.7,
-        "chosen_by": "python bench/concept_sweep.py excited '' 0.7,1",
-        "confirmed_by": "python bench/efficacy_bench.py --ready --questions fresh",
-        "note": "made up for this test",
-    }
-    text = "\n".join(calibration_report(vec))
-    picked = next(line for line in text.splitlines() if "<-" in line)
-    assert picked.split()[0] == "0.7" and picked.endswith("<- the calibration's pick")
-    assert "recommended 1 instead, measured on unseen questions" in text
-    assert "confirmed by `python bench/efficacy_bench.py --ready --questions fresh`" in text
 
 
 def test_a_clear_effect_gets_no_note(core: Core) -> None:
