@@ -36,7 +36,7 @@ import mmap
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # STEER_HUGE_PAGES=0 turns it off (bench/reference_bench.py measures what it gives that way).
 enabled = os.environ.get("STEER_HUGE_PAGES", "1") != "0"
@@ -127,17 +127,23 @@ def _give_back_free_memory() -> None:
         trim(0)
 
 
-def collapse(chunks: set[int]) -> int:
-    """Collapse each 2 MB stretch into one huge page; returns how many were."""
+def collapse(chunks: set[int]) -> list[int]:
+    """Collapse each 2 MB stretch into one huge page; returns the starts of those that were."""
     lib = _lib()
-    return sum(lib.madvise(chunk, HUGE, MADV_COLLAPSE) == 0 for chunk in sorted(chunks))
+    return [c for c in sorted(chunks) if lib.madvise(c, HUGE, MADV_COLLAPSE) == 0]
 
 
 @dataclass
 class Collapsed:
-    """What one `huge_pages()` block put on huge pages."""
+    """What one `huge_pages()` block put on huge pages: the 2 MB stretches' start addresses.
+    Any memory of the process that became resident in the block counts, not only the
+    context's (Python's own heap may grow meanwhile)."""
 
-    chunks: int = 0
+    starts: list[int] = field(default_factory=list)
+
+    @property
+    def chunks(self) -> int:
+        return len(self.starts)
 
     @property
     def bytes(self) -> int:
@@ -159,4 +165,4 @@ def huge_pages() -> Iterator[Collapsed]:
         return
     yield done
     with contextlib.suppress(OSError):
-        done.chunks = collapse(_resident_chunks() - before)
+        done.starts = collapse(_resident_chunks() - before)
