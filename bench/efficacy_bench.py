@@ -5,7 +5,9 @@ a user would (calibration included), and 16 questions (two sets of 8) that no bu
 calibration prompt contains are answered three ways: unsteered, with the positive instruction in
 the prompt, and steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply
 is greedy, capped at 150 tokens, and scored by the unsteered model on the bare question. The
-verdict is given over all 16 and over each set, since one on 8 can flip with the questions.
+verdict is given over all 16 and over each set, since one on 8 can flip with the questions;
+a marker the prompt itself does not raise gives no bar ("NO BAR"), not a pass. The last three
+concepts are held out: nothing was chosen by looking at them.
 Columns:
 
 - marker: the concept's countable marker (reply tokens for verbosity, marker words or '!' per
@@ -165,6 +167,24 @@ FORMAL = _lexicon(
     "request inform please"
 )
 
+CHEERFUL = _lexicon(
+    "cheerful cheerfully cheer cheers happy happily happiness joy joyful joyfully glad gladly "
+    "delighted smile smiles smiling sunny bright lovely fun pleasure pleased hooray hurray "
+    "yay hello hi grin grinning laugh laughing laughter upbeat jolly merry"
+)
+FOOD = _lexicon(
+    "food foods cook cooks cooking cooked chef chefs kitchen kitchens recipe recipes meal meals "
+    "dish dishes bread taste tastes tasty flavor flavors flavour flavours delicious eat eating "
+    "eaten bake baking baked soup fruit fruits vegetable vegetables spice spices ingredient "
+    "ingredients dinner lunch breakfast cake cakes sauce"
+)
+MUSIC = _lexicon(
+    "music musical song songs sing singing singer singers melody melodies rhythm rhythms "
+    "harmony harmonies instrument instruments guitar piano violin drum drums band bands "
+    "orchestra symphony concert concerts composer composers tune tunes lyrics chord chords "
+    "musician musicians"
+)
+
 
 @dataclass
 class Concept:
@@ -227,6 +247,34 @@ CONCEPTS = [
         "Answer in a neutral, matter-of-fact tone.",
         "sad words/100",
         lexicon_rate(SAD),
+    ),
+    # Held out: written once (2026-12-01), after every rule of the calibration had been set on
+    # the six above, and measured unchanged. Tuning anything on them would make them six more.
+    Concept(
+        "cheerful",
+        "tone",
+        "Answer in a cheerful, upbeat, happy tone.",
+        "Answer in a neutral, matter-of-fact tone.",
+        "cheerful words/100",
+        lexicon_rate(CHEERFUL),
+    ),
+    Concept(
+        "food",
+        "topic",
+        "Relate your answer to food and cooking.",
+        "Answer the question.",
+        "food words/100",
+        lexicon_rate(FOOD),
+        "--method replies",
+    ),
+    Concept(
+        "music",
+        "topic",
+        "Relate your answer to music and songs.",
+        "Answer the question.",
+        "music words/100",
+        lexicon_rate(MUSIC),
+        "--method replies",
     ),
 ]
 
@@ -294,10 +342,15 @@ class Result:
                 f"rep3 {s.rep3 - u.rep3:+.2f}"
             )
         gain, prompt_gain = s.marker - u.marker, p.marker - u.marker
+        if prompt_gain <= 0:
+            # "half the prompt's gain" would hold for any steered marker: no bar to pass
+            return (
+                f"NO BAR: the prompt does not raise the marker ({u.marker:.2f} -> "
+                f"{p.marker:.2f}); steered {s.marker:.2f} at {ratio:.2f}x NLL"
+            )
         strong = s.marker >= 2 * u.marker and s.marker > u.marker
-        half = prompt_gain <= 0 or gain >= 0.5 * prompt_gain
-        ok = strong and half and fluent
-        share = gain / prompt_gain if prompt_gain > 0 else math.nan
+        ok = strong and gain >= 0.5 * prompt_gain and fluent
+        share = gain / prompt_gain
         return (
             f"{'PASS' if ok else 'FAIL'}: marker {u.marker:.2f} -> {s.marker:.2f} "
             f"({share:.0%} of the prompt's gain) at {ratio:.2f}x NLL, rep3 {s.rep3 - u.rep3:+.2f}"
