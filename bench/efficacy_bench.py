@@ -249,7 +249,7 @@ CONCEPTS = [
         lexicon_rate(SAD),
     ),
     # Held out: written once (2026-12-01), after every rule of the calibration had been set on
-    # the six above, and measured unchanged. Tuning anything on them would make them six more.
+    # the six above, and measured unchanged. A rule tuned on them would end their use as a check.
     Concept(
         "cheerful",
         "tone",
