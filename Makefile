@@ -60,7 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/omp_bench.py
 	$(BIN)/python bench/rpc_bench.py
 
-# the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~15 min)
+# the efficacy scoreboard (docs/efficacy.md): each concept unsteered, prompted and steered (~25 min)
 efficacy: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --update-doc docs/efficacy.md
 

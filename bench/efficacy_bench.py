@@ -6,8 +6,8 @@ calibration prompt contains are answered three ways: unsteered, with the positiv
 the prompt, and steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply
 is greedy, capped at 150 tokens, and scored by the unsteered model on the bare question. The
 verdict is given over all 16 and over each set, since one on 8 can flip with the questions;
-a marker the prompt itself does not raise gives no bar ("NO BAR"), not a pass. The last three
-concepts are held out: nothing was chosen by looking at them.
+a marker the prompt itself does not raise gives no bar ("NO BAR"), not a pass. The last five
+concepts are held out, in two sets written once each: nothing was chosen by looking at them.
 Columns:
 
 - marker: the concept's countable marker (reply tokens for verbosity, marker words or '!' per
@@ -184,6 +184,15 @@ MUSIC = _lexicon(
     "orchestra symphony concert concerts composer composers tune tunes lyrics chord chords "
     "musician musicians"
 )
+GRATEFUL = _lexicon(
+    "thank thanks thankful grateful gratefully gratitude appreciate appreciated appreciation "
+    "appreciative blessed blessing blessings kind kindness warm warmly"
+)
+SPORTS = _lexicon(
+    "sport sports athlete athletes team teams game games ball football soccer basketball tennis "
+    "baseball player players coach coaches match matches score scored olympic olympics race races "
+    "stadium championship"
+)
 
 
 @dataclass
@@ -274,6 +283,24 @@ CONCEPTS = [
         "Answer the question.",
         "music words/100",
         lexicon_rate(MUSIC),
+        "--method replies",
+    ),
+    # A second held-out set, written once (2026-12-01) before anything was measured on it.
+    Concept(
+        "grateful",
+        "tone",
+        "Answer in a warm, grateful, thankful tone.",
+        "Answer in a neutral, matter-of-fact tone.",
+        "grateful words/100",
+        lexicon_rate(GRATEFUL),
+    ),
+    Concept(
+        "sports",
+        "topic",
+        "Relate your answer to sports and athletes.",
+        "Answer the question.",
+        "sports words/100",
+        lexicon_rate(SPORTS),
         "--method replies",
     ),
 ]
