@@ -264,16 +264,53 @@ class Probe:
         if rc != 0:
             raise RuntimeError(f"llama_decode failed with code {rc} during capture")
 
+    def capture_tokens(
+        self,
+        prompts: list[list[int]],
+        *,
+        last_k: int | list[int] = 1,
+        cancel: threading.Event | None = None,
+    ) -> list[np.ndarray]:
+        """Each prompt's last `last_k` tokens' block outputs, one row per token:
+        (k, n_layer, n_embd) per prompt, not averaged.
+
+        For research on *which* written tokens carry a concept (bench/focus_sweep.py), so
+        each prompt is decoded alone, as the reference `capture(batch=False, share=False)` is:
+        the mean of a prompt's rows is that call's row, up to float32 summation order.
+        """
+        ks = [last_k] * len(prompts) if isinstance(last_k, int) else list(last_k)
+        if len(ks) != len(prompts):
+            raise ValueError(f"{len(ks)} last_k values for {len(prompts)} prompts")
+        out = []
+        with self._lock:
+            for tokens, k in zip(prompts, ks, strict=True):
+                if cancel is not None and cancel.is_set():
+                    raise CaptureCancelled("capture cancelled")
+                self._check_length(tokens)
+                first = len(tokens) - max(1, min(k, len(tokens)))
+                rows = [(t, pos, 0, pos >= first) for pos, t in enumerate(tokens)]
+                wanted = [(r, 0) for r in range(first, len(tokens))]
+                llama_cpp.llama_memory_clear(self._mem, True)
+                with filled(rows) as batch:
+                    self._decode(batch, len(rows), wanted)
+                per_block = [self._picked(il, wanted, len(rows)) for il in range(self.n_layer)]
+                out.append(np.stack(per_block, axis=1))
+        return out
+
+    def _picked(self, il: int, wanted, n_total: int) -> np.ndarray:
+        """Block il's output rows for the wanted tokens, in the order of `wanted`."""
+        acts = self._layers.get(il)
+        if acts is None:
+            raise RuntimeError(f"block {il} output (l_out-{il}) was not seen during capture")
+        if acts.shape[0] != n_total:  # the last block is computed only for output rows
+            return acts[: len(wanted)]
+        return acts[np.array([r for r, _ in wanted])]
+
     def _collect(self, wanted, n_total, group, out) -> None:
-        rows = np.array([r for r, _ in wanted])
         seqs = np.array([s for _, s in wanted])
         counts = np.bincount(seqs, minlength=len(group)).astype(np.float32)
         for il in range(self.n_layer):
-            acts = self._layers.get(il)
-            if acts is None:
-                raise RuntimeError(f"block {il} output (l_out-{il}) was not seen during capture")
-            # the last block is computed only for output rows, in batch order
-            picked = acts[rows] if acts.shape[0] == n_total else acts[: len(wanted)]
+            picked = self._picked(il, wanted, n_total)
             sums = np.zeros((len(group), self.n_embd), dtype=np.float32)
             np.add.at(sums, seqs, picked)
             out[group, il] = sums / counts[:, None]

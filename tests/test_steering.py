@@ -84,6 +84,29 @@ def test_capture_last_k_averages_the_last_tokens(model: Model) -> None:
     probe.close()
 
 
+def test_capture_tokens_keeps_each_token_and_averages_to_capture(model: Model) -> None:
+    probe = Probe(model)
+    prompts = [model.chat_tokens(user(q)) for q in ("What is a cat?", "Why is the sky blue?")]
+    rows = probe.capture_tokens(prompts, last_k=[4, 1])
+    assert [r.shape for r in rows] == [
+        (4, model.n_layer, model.n_embd),
+        (1, model.n_layer, model.n_embd),
+    ]
+    means = probe.capture(prompts, last_k=[4, 1], batch=False, share=False)
+    np.testing.assert_allclose(np.stack([r.mean(0) for r in rows]), means, rtol=1e-5, atol=1e-4)
+    # one row per token, not four copies of the mean: the last row is the last token alone
+    last = probe.capture([prompts[0]], batch=False, share=False)[0]
+    np.testing.assert_allclose(rows[0][-1], last, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(rows[0][0], rows[0][-1], atol=1e-2)
+    with pytest.raises(ValueError, match="2 last_k values for 1 prompts"):
+        probe.capture_tokens(prompts[:1], last_k=[1, 2])
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CaptureCancelled):
+        probe.capture_tokens(prompts, cancel=stop)
+    probe.close()
+
+
 def test_capture_cancel_raises_and_keeps_nothing(model: Model, steering: Steering) -> None:
     cancel = threading.Event()
     seen = []
