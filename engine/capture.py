@@ -293,24 +293,26 @@ class Probe:
                 llama_cpp.llama_memory_clear(self._mem, True)
                 with filled(rows) as batch:
                     self._decode(batch, len(rows), wanted)
-                per_block = [self._picked(il, wanted, len(rows)) for il in range(self.n_layer)]
+                index = np.arange(first, len(tokens))
+                per_block = [self._picked(il, index, len(rows)) for il in range(self.n_layer)]
                 out.append(np.stack(per_block, axis=1))
         return out
 
-    def _picked(self, il: int, wanted, n_total: int) -> np.ndarray:
-        """Block il's output rows for the wanted tokens, in the order of `wanted`."""
+    def _picked(self, il: int, rows: np.ndarray, n_total: int) -> np.ndarray:
+        """Block il's output at the batch rows `rows` (ascending, as the batch is built)."""
         acts = self._layers.get(il)
         if acts is None:
             raise RuntimeError(f"block {il} output (l_out-{il}) was not seen during capture")
         if acts.shape[0] != n_total:  # the last block is computed only for output rows
-            return acts[: len(wanted)]
-        return acts[np.array([r for r, _ in wanted])]
+            return acts[: len(rows)]
+        return acts[rows]
 
     def _collect(self, wanted, n_total, group, out) -> None:
+        rows = np.array([r for r, _ in wanted])
         seqs = np.array([s for _, s in wanted])
         counts = np.bincount(seqs, minlength=len(group)).astype(np.float32)
         for il in range(self.n_layer):
-            picked = self._picked(il, wanted, n_total)
+            picked = self._picked(il, rows, n_total)
             sums = np.zeros((len(group), self.n_embd), dtype=np.float32)
             np.add.at(sums, seqs, picked)
             out[group, il] = sums / counts[:, None]
