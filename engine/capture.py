@@ -269,14 +269,16 @@ class Probe:
         prompts: list[list[int]],
         *,
         last_k: int | list[int] = 1,
+        on_progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> list[np.ndarray]:
         """Each prompt's last `last_k` tokens' block outputs, one row per token:
         (k, n_layer, n_embd) per prompt, not averaged.
 
-        For research on *which* written tokens carry a concept (bench/focus_sweep.py), so
-        each prompt is decoded alone, as the reference `capture(batch=False, share=False)` is:
-        the mean of a prompt's rows is that call's row, up to float32 summation order.
+        For vectors that weigh *which* written tokens carry a concept (`/contrast --method
+        focus`, vectors/focus.py). Each prompt is decoded alone, as the reference
+        `capture(batch=False, share=False)` is: the mean of a prompt's rows is that call's
+        row, up to float32 summation order.
         """
         ks = [last_k] * len(prompts) if isinstance(last_k, int) else list(last_k)
         if len(ks) != len(prompts):
@@ -296,6 +298,8 @@ class Probe:
                 index = np.arange(first, len(tokens))
                 per_block = [self._picked(il, index, len(rows)) for il in range(self.n_layer)]
                 out.append(np.stack(per_block, axis=1))
+                if on_progress is not None:
+                    on_progress(len(out), len(prompts))
         return out
 
     def _picked(self, il: int, rows: np.ndarray, n_total: int) -> np.ndarray:

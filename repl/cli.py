@@ -369,7 +369,7 @@ def _vector_parsers(sub) -> None:
         help="prompt pairs file (JSONL or TSV), or positive prompts beside --negative-file",
     )
     build.add_argument("--negative-file", metavar="FILE", help="negative prompts, one per line")
-    build.add_argument("--method", choices=("mean", "pca", "replies"), default="mean")
+    build.add_argument("--method", choices=("mean", "pca", "replies", "focus"), default="mean")
     build.add_argument(
         "--n", type=_positive_int, metavar="N", help="built-in neutral prompts to use (default 24)"
     )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from engine.batch import BatchFull
 from engine.capture import CaptureCancelled
 from engine.chat import Sampling
 from engine.lora import AdapterLoadError
-from repl.calibrate import N_PROMPTS, calibrate
+from repl.calibrate import N_PROMPTS, Unbatched, calibrate, user
 from repl.commands import Arg, Outcome, UsageError, parse_float
 from repl.core import REGISTRY, Core
 from repl.steering import (
@@ -28,11 +32,14 @@ from repl.steering import (
     vector_or_error,
 )
 from vectors import (
+    UNIT_MEAN_DIFF,
+    UNIT_TOKEN_NORM,
     SteeringVector,
     VectorFileError,
     bundled_names,
     load_pairs,
     mix,
+    neutral_prompts,
     save_vector,
 )
 from vectors.calibration import WEAK_EFFECT, Point, choose, is_fluent, weak_effect
@@ -49,6 +56,10 @@ REPLY_TOKENS = 48  # tokens of each reply --method replies reads
 DEFAULT_MODEL_HINT = "the default model, SmolLM2-135M-Instruct"
 PROJECT_LOUD = 3.0  # project-mode strengths past 3 (or below -1.5) broke the text (docs)
 CALIBRATION_UNITS = 5 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
+# A focus vector recommends this share of its calibration's pick: on 40-token replies a topic
+# costs less than over 150 (food at 1: 1.42x on 40, 1.65x on 150; sports at 1 loops only in
+# longer replies), and its fluent window is narrow (docs/efficacy.md, "--method focus").
+FOCUS_MARGIN = 0.85
 
 
 def sparkline(values: list[float]) -> str:
@@ -140,6 +151,11 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         )
     if cal.get("chosen") is None:
         lines.append("  warning: no strength tried stayed fluent; recommending the gentlest")
+    if cal.get("margin") is not None and vec.recommended_strength is not None:
+        lines.append(
+            f"  recommending {vec.recommended_strength:g}: {cal['margin']:g} x the pick, since "
+            "a topic costs more over long replies than over these short ones"
+        )
     # only where the file's pick is the one this rule makes (an older rule's may differ)
     gain = weak_effect(points, base, prompted)
     pick = choose(points, base, prompted)
@@ -181,10 +197,11 @@ def _num(value: float | None, signed: bool = False) -> str:
         Arg(
             "--method",
             "choice",
-            ("mean", "pca", "replies"),
-            help="mean difference at the prompt's end (default), PCA, or 'replies': the model "
+            ("mean", "pca", "replies", "focus"),
+            help="mean difference at the prompt's end (default), PCA, 'replies': the model "
             "writes a reply under each instruction and the mean difference over the written "
-            "tokens is taken (for topics and tones)",
+            "tokens is taken, or 'focus' (for topics): only the written tokens the positive "
+            "instruction made likelier count",
         ),
         Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
         Arg(
@@ -207,7 +224,8 @@ def _num(value: float | None, signed: bool = False) -> str:
         ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
-    '"Respond in great detail, at length."',
+    '"Respond in great detail, at length."  For a topic: /contrast sea "Relate your answer '
+    'to the sea and ships." "Answer the question." --method focus',
 )
 def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     name = _name(args["name"])
@@ -218,8 +236,15 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
         raise UsageError("give either instructions or --pairs, not both")
     if args["negative_file"] is not None and source is None:
         raise UsageError("--negative-file goes with --pairs POSITIVE_FILE")
-    if args["method"] == "replies" and args["raw"]:
-        raise UsageError("--method replies needs chat prompts: leave out --raw")
+    if args["method"] in ("replies", "focus") and args["raw"]:
+        raise UsageError(f"--method {args['method']} needs chat prompts: leave out --raw")
+    if args["method"] == "focus" and source is not None:
+        raise UsageError(
+            "--method focus weighs each written token by how much the positive instruction "
+            "raised it over the negative one: give POSITIVE and NEGATIVE, not --pairs"
+        )
+    if args["method"] == "focus" and args["last"] is not None:
+        raise UsageError("--method focus reads every written token: leave out --last")
     last_k = args["last"] or 1
     if last_k < 1:
         raise UsageError(f"--last must be at least 1, not {last_k}")
@@ -239,39 +264,62 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     method = args["method"] or "mean"
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]
-    written = method == "replies"
+    written = method in ("replies", "focus")
     if written:
         provenance["reply_tokens"] = REPLY_TOKENS
 
     calibrating = not args["no_calibrate"]
     writing_total = 2 * len(pairs) if written else 0
-    capture_total = writing_total + 2 * len(pairs)
+    scoring_total = len(pairs) if method == "focus" else 0
+    before_capture = writing_total + scoring_total
+    capture_total = before_capture + 2 * len(pairs)
     expected = capture_total + (CALIBRATION_UNITS if calibrating else 0)
+    cancelled = Outcome.error(f"/contrast {name} cancelled; nothing was built")
 
     def job(on_progress, cancel) -> Outcome:
-        def captured(done: int, total: int) -> None:
+        def scored(done: int) -> None:
             if on_progress is not None:
                 on_progress(writing_total + done, expected)
+
+        def captured(done: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(before_capture + done, expected)
 
         replies = None
         if written:
             replies = write_replies(core, pairs, on_progress, expected, cancel)
             if replies is None:
-                return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+                return cancelled
         try:
-            vec = core.steering.contrast(
-                name,
-                pairs,
-                method="mean" if written else method,
-                chat_format=chat_format,
-                last_k=last_k,
-                provenance=provenance,
-                replies=replies,
-                on_progress=captured,
-                cancel=cancel,
-            )
+            if method == "focus":
+                gains = reply_gains(core, pairs, replies, cancel, scored)
+                if gains is None:
+                    return cancelled
+                vec = core.steering.contrast_focus(
+                    name,
+                    neutral_prompts()[: len(pairs)],
+                    replies,
+                    gains,
+                    provenance=provenance,
+                    on_progress=captured,
+                    cancel=cancel,
+                )
+            else:
+                vec = core.steering.contrast(
+                    name,
+                    pairs,
+                    method="mean" if written else method,
+                    chat_format=chat_format,
+                    last_k=last_k,
+                    provenance=provenance,
+                    replies=replies,
+                    on_progress=captured,
+                    cancel=cancel,
+                )
         except CaptureCancelled:
-            return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+            return cancelled
+        except ValueError as exc:
+            return Outcome.error(f"/contrast {name}: {exc}")
         if calibrating:
             result = calibrate(
                 core,
@@ -284,8 +332,11 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
             )
             if result is None:
                 core.steering.vectors.pop(name, None)
-                return Outcome.error(f"/contrast {name} cancelled; nothing was built")
+                return cancelled
             vec.meta.update(result.meta())
+            if method == "focus":
+                vec.meta["recommended_strength"] = round(result.strength * FOCUS_MARGIN, 4)
+                vec.meta["calibration"]["margin"] = FOCUS_MARGIN
         elif written:
             vec.meta["recommended_mode"] = "prompt"
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
@@ -314,6 +365,43 @@ def write_replies(
     return out
 
 
+def reply_gains(
+    core: Core,
+    pairs: list[tuple[str, str]],
+    replies: list[list[int]],
+    cancel,
+    on_pair: Callable[[int], None] | None = None,
+) -> list[np.ndarray] | None:
+    """Per token of each positive reply: how many nats likelier its positive prompt made it
+    than its negative prompt did, under the unsteered model (the focus weights,
+    vectors/focus.py); None if cancelled. Batched like the calibration's scoring, or one at
+    a time when the context has no room."""
+    conversations = [user(p) for p, _ in pairs] + [user(q) for _, q in pairs]
+    try:
+        with core.batch() as batched:
+            return _gains(batched, conversations, replies[: len(pairs)], cancel, on_pair)
+    except BatchFull:
+        return _gains(Unbatched(core), conversations, replies[: len(pairs)], cancel, on_pair)
+
+
+def _gains(scorer, conversations, replies, cancel, on_pair, chunk: int = 8):
+    """`reply_gains` with a `repl.core.Batched` or `repl.calibrate.Unbatched`; a chunk of
+    pairs at a time, so Esc is heard between chunks."""
+    n = len(replies)
+    handles = scorer.keep_unsteered(conversations)
+    out: list[np.ndarray] = []
+    for start in range(0, n, chunk):
+        if cancel is not None and cancel.is_set():
+            return None
+        mine = range(start, min(start + chunk, n))
+        items = [(handles[side * n + i], replies[i]) for i in mine for side in (0, 1)]
+        scores = scorer.score_unsteered(items)
+        out += [np.asarray(scores[2 * k]) - np.asarray(scores[2 * k + 1]) for k in range(len(mine))]
+        if on_pair is not None:
+            on_pair(len(out))
+    return out
+
+
 def _name(raw: str) -> str:
     try:
         return check_name(raw)
@@ -339,7 +427,7 @@ def _name(raw: str) -> str:
             "the default); project: remove strength x the outputs' component along the "
             "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA); "
             "prompt: add it only while the model reads the conversation, not while it "
-            "writes (topics; the default for a --method replies vector)",
+            "writes (topics; the default for a --method replies or focus vector)",
         ),
         Arg(
             "--targets",
@@ -425,10 +513,12 @@ def _loudness(steering, name: str, active: Active) -> list[str]:
         return []
     if abs(active.strength) <= LOUD:
         return []
-    beyond = (
-        "the measured difference"
-        if steering.vectors[name].strength_unit == "mean-diff"
-        else "the file's own scale (raw units; llama.cpp users rarely pass more than 2)"
+    beyond = {
+        UNIT_MEAN_DIFF: "the measured difference",
+        UNIT_TOKEN_NORM: "the focus scale (1 pushes each block by 0.09 of its activations)",
+    }.get(
+        steering.vectors[name].strength_unit,
+        "the file's own scale (raw units; llama.cpp users rarely pass more than 2)",
     )
     return [f"warning: strength {active.strength:g} is far beyond {beyond}; expect broken text"]
 
@@ -498,7 +588,8 @@ def cmd_vector_load(core: Core, args: dict[str, Any]) -> Outcome:
         vec = core.steering.load(str(args["path"]), args["name"])
     except (VectorFileError, ValueError) as exc:
         return Outcome.error(str(exc))
-    unit = "" if vec.strength_unit == "mean-diff" else " (raw units: strength scales the file)"
+    own = vec.strength_unit in (UNIT_MEAN_DIFF, UNIT_TOKEN_NORM)
+    unit = "" if own else " (raw units: strength scales the file)"
     return Outcome.done(f"loaded {vec.name!r}{unit}; apply it: {suggestion(vec)}")
 
 

@@ -23,6 +23,7 @@ from repl.paths import cache_dir, data_dir, user_path
 from vectors import (
     UNIT_MEAN_DIFF,
     SteeringVector,
+    build_focus_vector,
     build_vector,
     bundled_path,
     compose,
@@ -215,7 +216,8 @@ class Steering:
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
         the mode (vectors/lora.py project_recommendation for project mode). A mode of None is
-        the vector's recommended one (prompt mode for a `--method replies` vector, else add)."""
+        the vector's recommended one (prompt mode for a `--method replies` or `focus` vector,
+        else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)
         rec_strength, rec_layers, rec_targets = self.recommended(vec, mode)
@@ -335,6 +337,44 @@ class Steering:
         vec = build_vector(name, acts[:n], acts[n:], method=method, meta=meta)
         if replies is not None:
             vec.meta["method"] = f"replies ({method} of the differences)"
+        self.add(vec)
+        return vec
+
+    def contrast_focus(
+        self,
+        name: str,
+        questions: list[str],
+        replies: list[list[int]],
+        gains: list[np.ndarray],
+        *,
+        provenance: dict,
+        on_progress: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SteeringVector:
+        """Build a focus vector (vectors/focus.py) from the replies the model wrote under each
+        instruction (positives, then negatives; `questions` are the bare questions, one per
+        pair) and the positive replies' per-token gains. Every reply is read after its bare
+        question: the state the vector acts on holds no instruction."""
+        self.check_free(name)
+        n = len(questions)
+        prompts = [
+            self.model.chat_tokens([{"role": "user", "content": q}]) + list(r)
+            for q, r in zip(questions * 2, replies, strict=True)
+        ]
+        rows = self.probe().capture_tokens(
+            prompts,
+            last_k=[max(1, len(r)) for r in replies],
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+        meta = {
+            **provenance,
+            "position": f"every token of each reply the model wrote (up to "
+            f"{max(len(r) for r in replies)}), read after the bare question",
+            "model_sha256": self.model_sha256(),
+            "model_file": self.model.path.name,
+        }
+        vec = build_focus_vector(name, rows[:n], rows[n:], gains, meta=meta)
         self.add(vec)
         return vec
 

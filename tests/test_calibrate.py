@@ -3,6 +3,7 @@ band on questions it never saw, its numbers ride in the provenance, and Esc stop
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 
@@ -146,6 +147,50 @@ def test_method_replies_reads_what_the_model_wrote(core: Core) -> None:
         "--method replies needs chat prompts"
         in core.submit("/contrast x --pairs p.tsv --raw --method replies").errors[0]
     )
+
+
+SEA_WORDS = re.compile(r"\b(sea|seas|ocean|oceans|ship|ships|sail\w*|marine|waves?|tides?)\b", re.I)
+
+
+def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> None:
+    """Three pairs are enough for the sea to show in a reply to a question it was not built
+    from, while the unsteered reply has none of it (`/steer sea`: prompt mode, 1, 5-9)."""
+    line = '/contrast sea "Relate your answer to the sea and ships." "Answer the question." --n 3'
+    outcome = core.submit(f"{line} --method focus --no-calibrate")
+    assert outcome.job_total == 15  # 6 replies written, 3 scored, 6 read
+    progress: list[tuple[int, int]] = []
+    result = core.run_job(outcome, lambda done, total: progress.append((done, total)))
+    assert not result.errors, result.errors
+    assert result.lines()[0] == "built vector 'sea' (focus, 3 pairs)"
+    assert progress[-1] == (15, 15) and progress == sorted(progress)
+    vec = core.steering.vectors["sea"]
+    meta = vec.meta
+    assert meta["method"] == "focus" and meta["strength_unit"] == "token-norm"
+    assert meta["recommended_range"] == [5, 9] and meta["recommended_mode"] == "prompt"
+    # only the few tokens the instruction put there weigh (" sea", " ships", ...)
+    assert 0 < meta["focus"]["weighted_tokens"] < meta["focus"]["positive_tokens"] / 5
+    assert vec.norms()[0] == 0 and vec.norms()[5:10].min() > 0
+    question = [{"role": "user", "content": UNSEEN[0]}]
+    sampling = Sampling(temperature=0.0, max_tokens=60)
+    plain = core.answer(question, None, sampling).text
+    active = core.steering.activate("sea", None, None, None)
+    assert (active.strength, active.layers, active.mode) == (1.0, (5, 9), "prompt")
+    steered = core.answer(question, core.steering.control(), sampling).text
+    assert not SEA_WORDS.search(plain), plain
+    assert SEA_WORDS.search(steered), steered
+
+
+def test_method_focus_refuses_what_it_cannot_weigh(core: Core) -> None:
+    same = '/contrast same "Answer the question." "Answer the question." --n 2 --method focus'
+    result = core.run_job(core.submit(f"{same} --no-calibrate"))
+    assert result.errors and "nothing to focus on" in result.errors[0], result.errors
+    assert "same" not in core.steering.vectors
+    for line, message in [
+        ("/contrast x --pairs p.tsv --method focus", "give POSITIVE and NEGATIVE, not --pairs"),
+        ('/contrast x "a" "b" --method focus --last 4', "leave out --last"),
+        ('/contrast x "a" "b" --method focus --raw', "--method focus needs chat prompts"),
+    ]:
+        assert message in core.submit(line).errors[0]
 
 
 def test_a_context_too_small_for_a_batch_calibrates_one_reply_at_a_time(

@@ -187,3 +187,30 @@ def test_a_weak_effect_that_falls_does_not_stop_the_walk() -> None:
         cal.points.append(Point(strength, nll[strength], 0.05, 20, effect=effects[strength]))
     assert tried == [0.3, 0.4, 0.5, 0.7, 1.0] and cal.strength == 0.7
     assert not effect_fell(cal.points[:4], BASE) and effect_fell(cal.points[:4])
+
+
+def test_report_says_when_a_focus_vector_recommends_less_than_its_pick() -> None:
+    """`/contrast --method focus` recommends FOCUS_MARGIN x the calibration's pick; the
+    report marks the pick and says why the recommendation is below it."""
+    import numpy as np
+
+    from repl.steer_commands import FOCUS_MARGIN, calibration_report
+    from vectors import SteeringVector
+
+    base, pick = Point(0.0, 0.53, 0.01, 40, effect=-0.1), Point(1.0, 0.62, 0.03, 31, effect=-0.1)
+    cal = {
+        "baseline": base.as_dict(),
+        "points": [pick.as_dict()],
+        "chosen": 1.0,
+        "layers": [5, 9],
+        "mode": "prompt",
+        "max_tokens": 40,
+        "prompts": ["q"] * 3,
+    }
+    meta = {"calibration": cal, "recommended_strength": FOCUS_MARGIN, "recommended_range": [5, 9]}
+    vec = SteeringVector("sports", np.zeros((4, 2)), meta)
+    assert not any(line.startswith("  recommending") for line in calibration_report(vec))
+    cal["margin"] = FOCUS_MARGIN
+    text = calibration_report(vec)
+    assert any(line.endswith("fluent <- recommended") for line in text)
+    assert f"  recommending {FOCUS_MARGIN:g}: {FOCUS_MARGIN:g} x the pick" in "\n".join(text)

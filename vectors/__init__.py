@@ -28,6 +28,9 @@ _HOMES = {
     "neutral_prompts": ".prompts",
     "UNIT_MEAN_DIFF": ".vector",
     "UNIT_RAW": ".vector",
+    "UNIT_TOKEN_NORM": ".vector",
+    "build_focus_vector": ".focus",
+    "focus_band": ".focus",
     "SteeringVector": ".vector",
     "check_range": ".vector",
 }
@@ -36,7 +39,9 @@ __all__ = [
     "SteeringVector",
     "UNIT_MEAN_DIFF",
     "UNIT_RAW",
+    "UNIT_TOKEN_NORM",
     "VectorFileError",
+    "build_focus_vector",
     "build_vector",
     "bundled_dir",
     "bundled_names",
@@ -44,6 +49,7 @@ __all__ = [
     "calibration_prompts",
     "check_range",
     "compose",
+    "focus_band",
     "linear_form",
     "load_pairs",
     "load_vector",
@@ -59,10 +65,11 @@ if TYPE_CHECKING:
     from .bundled import bundled_dir, bundled_names, bundled_path
     from .compose import compose, linear_form, mix, parse_range
     from .extract import build_vector, recommend_range
+    from .focus import build_focus_vector, focus_band
     from .gguf_io import VectorFileError, load_vector, save_vector
     from .pairs import load_pairs, pairs_sha256
     from .prompts import calibration_prompts, neutral_prompts
-    from .vector import UNIT_MEAN_DIFF, UNIT_RAW, SteeringVector, check_range
+    from .vector import UNIT_MEAN_DIFF, UNIT_RAW, UNIT_TOKEN_NORM, SteeringVector, check_range
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,8 @@ import numpy as np
 
 UNIT_RAW = "raw"
 UNIT_MEAN_DIFF = "mean-diff"
+# strength 1 = a fixed share of each block's mean token-activation norm (vectors/focus.py)
+UNIT_TOKEN_NORM = "token-norm"
 
 
 def check_range(rng: tuple[int, int], n_layer: int) -> tuple[int, int]:
@@ -66,7 +68,8 @@ class SteeringVector:
 
     @property
     def strength_unit(self) -> str:
-        """'mean-diff' for vectors steer extracted, 'raw' for anything else (see docs)."""
+        """'mean-diff' or 'token-norm' for vectors steer extracted, 'raw' for anything else
+        (see docs)."""
         return str(self.meta.get("strength_unit", UNIT_RAW))
 
     def norms(self) -> np.ndarray:
