@@ -389,7 +389,10 @@ def build_line(concept: Concept, extra: str, ready: bool) -> str:
     shipped file (its path, so a library vector of the same name cannot stand in for it)."""
     if ready:
         return f"/vector load {shlex.quote(str(bundled_path(concept.name)))} {concept.name}"
-    options = f"{concept.options} {extra}".strip()
+    own = concept.options
+    if "--method" in extra.split():  # the run's --method replaces the concept's own
+        own = re.sub(r"--method \S+", "", own)
+    options = f"{own} {extra}".strip()
     return (
         f"/contrast {concept.name} {shlex.quote(concept.positive)} "
         f"{shlex.quote(concept.negative)} {options}".strip()
@@ -482,7 +485,11 @@ def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", help="comma-separated names (default: all)")
-    parser.add_argument("--options", default="", help="extra /contrast options for every concept")
+    parser.add_argument(
+        "--options",
+        default="",
+        help="extra /contrast options for every concept (a --method replaces the concept's)",
+    )
     parser.add_argument(
         "--questions",
         choices=sorted(QUESTION_SETS),

@@ -1,5 +1,5 @@
-"""Research helper for docs/efficacy.md: a topic vector from the written tokens that the
-instruction made likely ("focus"), swept in prompt mode on the bench's unseen questions.
+"""Research helper for docs/efficacy.md: the `/contrast --method focus` vector (vectors/focus.py),
+swept in prompt mode on the bench's unseen questions, at other blocks or scales if asked.
 
 python bench/focus_sweep.py sea 0.85,1 [--layers 5-9] [--ratio 0.09] [--questions 16]
 python bench/focus_sweep.py sea pick --no-prompt   # the calibration's pick (repl/calibrate.py)
@@ -32,43 +32,26 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
 from repl.calibrate import answer_all, calibrate, instructed, score, user  # noqa: E402
 from repl.core import Core  # noqa: E402
-from repl.steer_commands import write_replies  # noqa: E402
+from repl.steer_commands import reply_gains, write_replies  # noqa: E402
 from repl.steering import Active, instruction_pairs  # noqa: E402
 from vectors import neutral_prompts  # noqa: E402
-from vectors.vector import UNIT_MEAN_DIFF, SteeringVector  # noqa: E402
+from vectors.focus import RATIO, build_focus_vector  # noqa: E402
 
 N_PAIRS = 24
-FLOOR = 1.0  # nats of gain a token needs before it weighs anything
 
 
-def token_gains(core: Core, pairs, replies) -> list[np.ndarray]:
-    """Per token of each positive reply: log p under the positive instruction minus under
-    the negative one (the unsteered model)."""
-    gains = []
-    for (pos, neg), reply in zip(pairs, replies[: len(pairs)], strict=True):
-        lp = np.asarray(core.score_unsteered(user(pos), reply))
-        ln = np.asarray(core.score_unsteered(user(neg), reply))
-        gains.append(lp - ln)
-    return gains
-
-
-def focus_vector(model: Model, probe: Probe, questions, replies, gains, ratio: float):
-    """(n_layer, n_embd): weighted positive tokens minus all tokens, scaled per block."""
+def focus_vector(core: Core, probe: Probe, concept, pairs, replies, ratio: float):
+    """The vector `/contrast --method focus` builds, at another `ratio` if asked."""
+    gains = reply_gains(core, pairs, replies, None)
+    every = np.concatenate(gains)
+    print(f"tokens gaining > 1 nat: {(every > 1).mean():.1%}; > 2 nats: {(every > 2).mean():.1%}")
+    questions = neutral_prompts()[: len(pairs)] * 2
     prompts = [
-        model.chat_tokens(user(q)) + list(r) for q, r in zip(questions, replies, strict=True)
+        core.model.chat_tokens(user(q)) + list(r) for q, r in zip(questions, replies, strict=True)
     ]
     rows = probe.capture_tokens(prompts, last_k=[max(1, len(r)) for r in replies])
-    n = len(gains)
-    positive = np.concatenate(rows[:n])
-    every = np.concatenate(rows)
-    # an empty reply is read at the prompt's last token: one row, weighing nothing
-    weights = np.maximum(np.concatenate([g if len(g) else np.zeros(1) for g in gains]) - FLOOR, 0)
-    if weights.sum() == 0:
-        raise SystemExit("no written token gained a nat from the instruction: nothing to focus on")
-    raw = np.tensordot(weights, positive, axes=1) / weights.sum() - every.mean(axis=0)
-    scale = ratio * np.linalg.norm(every, axis=2).mean(axis=0)
-    norms = np.linalg.norm(raw, axis=1)
-    return (raw / np.where(norms > 0, norms, 1.0)[:, None] * scale[:, None]).astype(np.float32)
+    n = len(pairs)
+    return build_focus_vector(concept.name, rows[:n], rows[n:], gains, ratio=ratio)
 
 
 def main() -> None:
@@ -76,7 +59,7 @@ def main() -> None:
     parser.add_argument("concept")
     parser.add_argument("strengths", help="comma-separated; 'pick' is the calibration's pick")
     parser.add_argument("--layers", default="5-9")
-    parser.add_argument("--ratio", type=float, default=0.09)
+    parser.add_argument("--ratio", type=float, default=RATIO)
     parser.add_argument("--questions", type=int, default=16, help="the first N of both sets")
     parser.add_argument("--mode", choices=("add", "prompt"), default="prompt")
     parser.add_argument("--threads", type=int, default=2)
@@ -90,12 +73,7 @@ def main() -> None:
     probe = Probe(model, n_threads=args.threads)
     pairs = instruction_pairs(concept.positive, concept.negative, N_PAIRS)
     replies = write_replies(core, pairs, None, 0, None)
-    gains = token_gains(core, pairs, replies)
-    every = np.concatenate(gains)
-    print(f"tokens gaining > 1 nat: {(every > 1).mean():.1%}; > 2 nats: {(every > 2).mean():.1%}")
-    questions = neutral_prompts()[:N_PAIRS] * 2
-    vec = focus_vector(model, probe, questions, replies, gains, args.ratio)
-    core.steering.add(SteeringVector(concept.name, vec, {"strength_unit": UNIT_MEAN_DIFF}))
+    core.steering.add(focus_vector(core, probe, concept, pairs, replies, args.ratio))
     asked = (QUESTION_SETS["first"] + QUESTION_SETS["second"])[: args.questions]
     base = Condition.of("off", score(core, asked, answer_all(core, asked, None, sampling)), concept)
     rows = [base]
