@@ -29,29 +29,25 @@ sys.path.insert(0, str(ROOT))
 
 from bench.efficacy_bench import CONCEPTS, QUESTION_SETS, Condition  # noqa: E402
 from engine import ChatContext, Model, Sampling  # noqa: E402
-from engine.capture import Probe  # noqa: E402
-from repl.calibrate import answer_all, calibrate, instructed, score, user  # noqa: E402
+from repl.calibrate import answer_all, calibrate, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
 from repl.steer_commands import reply_gains, write_replies  # noqa: E402
 from repl.steering import Active, instruction_pairs  # noqa: E402
 from vectors import neutral_prompts  # noqa: E402
-from vectors.focus import RATIO, build_focus_vector  # noqa: E402
+from vectors.focus import RATIO  # noqa: E402
 
 N_PAIRS = 24
 
 
-def focus_vector(core: Core, probe: Probe, concept, pairs, replies, ratio: float):
+def focus_vector(core: Core, concept, pairs, replies, ratio: float):
     """The vector `/contrast --method focus` builds, at another `ratio` if asked."""
     gains = reply_gains(core, pairs, replies, None)
     every = np.concatenate(gains)
     print(f"tokens gaining > 1 nat: {(every > 1).mean():.1%}; > 2 nats: {(every > 2).mean():.1%}")
-    questions = neutral_prompts()[: len(pairs)] * 2
-    prompts = [
-        core.model.chat_tokens(user(q)) + list(r) for q, r in zip(questions, replies, strict=True)
-    ]
-    rows = probe.capture_tokens(prompts, last_k=[max(1, len(r)) for r in replies])
-    n = len(pairs)
-    return build_focus_vector(concept.name, rows[:n], rows[n:], gains, ratio=ratio)
+    questions = neutral_prompts()[: len(pairs)]
+    return core.steering.contrast_focus(
+        concept.name, questions, replies, gains, provenance={}, ratio=ratio
+    )
 
 
 def main() -> None:
@@ -70,10 +66,9 @@ def main() -> None:
     model = Model()
     sampling = Sampling(temperature=0.0, max_tokens=150)
     core = Core(model, ChatContext(model, n_ctx=2048, n_threads=args.threads), sampling)
-    probe = Probe(model, n_threads=args.threads)
     pairs = instruction_pairs(concept.positive, concept.negative, N_PAIRS)
     replies = write_replies(core, pairs, None, 0, None)
-    core.steering.add(focus_vector(core, probe, concept, pairs, replies, args.ratio))
+    focus_vector(core, concept, pairs, replies, args.ratio)
     asked = (QUESTION_SETS["first"] + QUESTION_SETS["second"])[: args.questions]
     base = Condition.of("off", score(core, asked, answer_all(core, asked, None, sampling)), concept)
     rows = [base]

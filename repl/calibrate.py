@@ -190,6 +190,7 @@ class Calibration:
     mode: str = "add"
     prompted: Point | None = None  # replies to the positively instructed prompts, unsteered
     batched: bool = True  # False when the context had no room and replies came one by one
+    margin: float = 1.0  # the recommendation is this share of the pick (a focus vector's 0.85)
 
     @property
     def ladder(self) -> tuple[float, ...]:
@@ -212,10 +213,12 @@ class Calibration:
 
     def meta(self) -> dict:
         chosen = self.chosen
+        margin = {} if self.margin == 1.0 else {"margin": self.margin}
         return {
-            "recommended_strength": self.strength,
+            "recommended_strength": round(self.strength * self.margin, 4),
             "recommended_mode": self.mode,
             "calibration": {
+                **margin,
                 "mode": self.mode,
                 "prompted": None if self.prompted is None else self.prompted.as_dict(),
                 "prompts": list(self.prompts),
@@ -261,12 +264,13 @@ def calibrate(
     prompts: list[str] | None = None,
     max_tokens: int = MAX_TOKENS,
     mode: str = "add",
+    margin: float = 1.0,
     on_progress: Callable[[int, int], None] | None = None,
     progress_offset: int = 0,
     cancel: threading.Event | None = None,
 ) -> Calibration | None:
     """Walk the strength ladder for vector `name` alone (other vectors off) in `mode` ("add"
-    or "prompt"); None if cancelled.
+    or "prompt"); None if cancelled. It recommends `margin` x the strength it picks.
 
     From the mode's start it climbs while replies stay fluent, or steps down until they are.
     With instructions, the replies to the positively instructed prompt are measured first:
@@ -276,7 +280,7 @@ def calibrate(
     layers = layers or vec.recommended_range or (1, core.model.n_layer - 1)
     prompts = prompts or calibration_prompts()[:N_PROMPTS]
     progress = _Progress(on_progress, progress_offset, len(prompts) * (5 if positive else 4))
-    job = (name, positive, layers, prompts, max_tokens, mode, progress, cancel)
+    job = (name, positive, layers, prompts, max_tokens, mode, margin, progress, cancel)
     try:
         with core.batch() as batched:
             return _calibrate(batched, *job)
@@ -285,7 +289,7 @@ def calibrate(
 
 
 def _calibrate(
-    batched: Batched, name, positive, layers, prompts, max_tokens, mode, progress, cancel
+    batched: Batched, name, positive, layers, prompts, max_tokens, mode, margin, progress, cancel
 ) -> Calibration | None:
     start = time.perf_counter()
     steering = batched.core.steering
@@ -306,7 +310,7 @@ def _calibrate(
         return None
     n = len(prompts)
     baseline = summarise(0.0, scorer(replies[:n]))
-    result = Calibration(layers, prompts, max_tokens, baseline, mode=mode)
+    result = Calibration(layers, prompts, max_tokens, baseline, mode=mode, margin=margin)
     result.batched = not isinstance(batched, Unbatched)
     if positive:
         # the prompted replies are held to their NLL only (their effect is not used)

@@ -326,6 +326,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 name,
                 positive,
                 mode="prompt" if written else "add",
+                margin=FOCUS_MARGIN if method == "focus" else 1.0,
                 on_progress=on_progress,
                 progress_offset=capture_total,
                 cancel=cancel,
@@ -334,9 +335,6 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 core.steering.vectors.pop(name, None)
                 return cancelled
             vec.meta.update(result.meta())
-            if method == "focus":
-                vec.meta["recommended_strength"] = round(result.strength * FOCUS_MARGIN, 4)
-                vec.meta["calibration"]["margin"] = FOCUS_MARGIN
         elif written:
             vec.meta["recommended_mode"] = "prompt"
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"

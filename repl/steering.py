@@ -33,6 +33,7 @@ from vectors import (
     parse_range,
 )
 from vectors.atomic import write_atomic
+from vectors.focus import RATIO
 from vectors.lora import (
     DEFAULT_TARGETS,
     AdapterError,
@@ -348,6 +349,7 @@ class Steering:
         gains: list[np.ndarray],
         *,
         provenance: dict,
+        ratio: float = RATIO,
         on_progress: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> SteeringVector:
@@ -374,7 +376,7 @@ class Steering:
             "model_sha256": self.model_sha256(),
             "model_file": self.model.path.name,
         }
-        vec = build_focus_vector(name, rows[:n], rows[n:], gains, meta=meta)
+        vec = build_focus_vector(name, rows[:n], rows[n:], gains, meta=meta, ratio=ratio)
         self.add(vec)
         return vec
 

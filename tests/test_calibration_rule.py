@@ -214,3 +214,17 @@ def test_report_says_when_a_focus_vector_recommends_less_than_its_pick() -> None
     text = calibration_report(vec)
     assert any(line.endswith("fluent <- recommended") for line in text)
     assert f"  recommending {FOCUS_MARGIN:g}: {FOCUS_MARGIN:g} x the pick" in "\n".join(text)
+
+
+def test_a_margin_scales_the_recommendation_and_is_recorded() -> None:
+    from repl.calibrate import Calibration
+
+    base, pick = Point(0.0, 0.53, 0.01, 40, effect=-0.1), Point(1.0, 0.62, 0.03, 31, effect=-0.1)
+    plain = Calibration((5, 9), ["q"], 40, base, [pick], mode="prompt")
+    assert plain.meta()["recommended_strength"] == 1.0
+    assert "margin" not in plain.meta()["calibration"]
+    focus = Calibration((5, 9), ["q"], 40, base, [pick], mode="prompt", margin=0.85)
+    assert focus.strength == 1.0  # the pick itself is unchanged
+    assert focus.meta()["recommended_strength"] == 0.85
+    assert focus.meta()["calibration"]["margin"] == 0.85
+    assert focus.meta()["calibration"]["chosen"] == 1.0
