@@ -167,7 +167,8 @@ def calibrate_terse(batched, prompts: list[str]) -> float:
     from repl.calibrate import _calibrate, _Progress
 
     progress = _Progress(None, 0, 1)
-    return _calibrate(batched, "terse", TERSE, (9, 13), prompts, 40, "add", progress, None).strength
+    job = ("terse", TERSE, (9, 13), prompts, 40, "add", 1.0, progress, None)
+    return _calibrate(batched, *job).strength
 
 
 def calibration_time(model: Model, rounds: int) -> None:

@@ -42,7 +42,14 @@ from vectors import (
     neutral_prompts,
     save_vector,
 )
-from vectors.calibration import WEAK_EFFECT, Point, choose, is_fluent, weak_effect
+from vectors.calibration import (
+    WEAK_EFFECT,
+    Point,
+    choose,
+    is_fluent,
+    recommendation_margin,
+    weak_effect,
+)
 from vectors.lora import (
     DEFAULT_TARGETS,
     TARGETS,
@@ -56,10 +63,6 @@ REPLY_TOKENS = 48  # tokens of each reply --method replies reads
 DEFAULT_MODEL_HINT = "the default model, SmolLM2-135M-Instruct"
 PROJECT_LOUD = 3.0  # project-mode strengths past 3 (or below -1.5) broke the text (docs)
 CALIBRATION_UNITS = 5 * N_PROMPTS  # replies a typical calibration makes (for the progress bar)
-# A focus vector recommends this share of its calibration's pick: on 40-token replies a topic
-# costs less than over 150 (food at 1: 1.42x on 40, 1.65x on 150; sports at 1 loops only in
-# longer replies), and its fluent window is narrow (docs/efficacy.md, "--method focus").
-FOCUS_MARGIN = 0.85
 
 
 def sparkline(values: list[float]) -> str:
@@ -143,7 +146,7 @@ def calibration_report(vec: SteeringVector) -> list[str]:
         if point is not base and point is not prompted:
             mark = "  fluent" if is_fluent(point, base, prompted) else "  not fluent"
             if cal.get("chosen") is not None and point.strength == cal["chosen"]:
-                mark += " <- recommended"
+                mark += " <- pick" if cal.get("margin") is not None else " <- recommended"
         lines.append(
             f"  {label:>8} {point.tokens:6.1f} {_num(point.nll)} "
             f"{_num(point.nll / base.nll if base.nll else math.nan)} "
@@ -326,7 +329,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 name,
                 positive,
                 mode="prompt" if written else "add",
-                margin=FOCUS_MARGIN if method == "focus" else 1.0,
+                margin=recommendation_margin(vec.meta),
                 on_progress=on_progress,
                 progress_offset=capture_total,
                 cancel=cancel,

@@ -204,7 +204,7 @@ class SweepView(Vertical, can_focus=True):
         yield Static(self.result.header(), classes="sweep-title", markup=False)
         table = DataTable(cursor_type="row", zebra_stripes=True, classes="sweep-table")
         table.add_columns("strength", "tokens", "repeat", "logprob", "fluent")
-        best = self.result.recommended
+        best = self.result.best
         rows = [("off", self.result.baseline), *((f"{r.strength:+g}", r) for r in self.result.rows)]
         for label, row in rows:
             lp = "–" if math.isnan(row.logprob) else f"{row.logprob:.2f}"
@@ -226,7 +226,7 @@ class SweepView(Vertical, can_focus=True):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        best = self.result.recommended
+        best = self.result.best
         if best is not None:
             table.move_cursor(row=1 + [r.strength for r in self.result.rows].index(best))
 

@@ -27,6 +27,7 @@ from vectors.calibration import (  # degeneration is re-exported for the sweep's
     Point,
     degeneration,
     is_fluent,
+    recommendation_margin,
 )
 from vectors.lora import DEFAULT_TARGETS
 
@@ -197,13 +198,26 @@ class Sweep:
     others: list[dict[str, Any]] = field(default_factory=list)  # other vectors held on
     mode: str = "add"
     targets: tuple[str, ...] = ()  # project mode's weights
+    margin: float = 1.0  # the recommendation's share of the best row (recommendation_margin)
 
     @property
-    def recommended(self) -> float | None:
+    def best(self) -> float | None:
+        """The strongest fluent strength swept (positive, unless only negatives were)."""
         if any(r.strength > 0 for r in self.rows):
             fluent = [r.strength for r in self.rows if r.fluent and r.strength > 0]
             return max(fluent, default=None)
         return min((r.strength for r in self.rows if r.fluent and r.strength < 0), default=None)
+
+    @property
+    def recommended(self) -> float | None:
+        best = self.best
+        return None if best is None else round(best * self.margin, 4)
+
+    @property
+    def mark(self) -> str:
+        """What the best row is called in the table: the recommendation, unless a margin
+        puts the recommendation below it."""
+        return "recommended" if self.margin == 1.0 else "strongest fluent"
 
     def header(self) -> str:
         held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
@@ -219,6 +233,8 @@ class Sweep:
         rule = SHORT_RULE if short else f"rule: {FLUENCY_RULE}"
         if best is None:
             return f"no strength stays fluent ({rule})"
+        if self.margin != 1.0:  # a focus vector's: its topic costs more over long replies
+            rule = f"{self.margin:g} x the strongest fluent setting, {self.best:g}; {rule}"
         a, b = self.layers
         mode = f" --mode project{self._targets_option()}" if self.mode == "project" else ""
         mode = " --mode prompt" if self.mode == "prompt" else mode
@@ -234,8 +250,8 @@ class Sweep:
         for label, row in [("off", self.baseline), *((f"{r.strength:+g}", r) for r in self.rows)]:
             lp = "–" if math.isnan(row.logprob) else f"{row.logprob:.2f}"
             mark = "yes" if row.fluent else "no"
-            if row is not self.baseline and row.strength == self.recommended:
-                mark += "  <- recommended"
+            if row is not self.baseline and row.strength == self.best:
+                mark += f"  <- {self.mark}"
             out.append(f"{label:>9} {row.reply.tokens:>6} {row.degeneration:>6.2f} {lp:>8}  {mark}")
         return out
 
@@ -256,6 +272,7 @@ class Sweep:
             "baseline": self.baseline.event(),
             "rows": [r.event() for r in self.rows],
             "recommended": self.recommended,
+            "margin": self.margin,
         }
 
 
@@ -294,7 +311,8 @@ def sweep(
     baseline, rows = rows[0], rows[1:]
     for row in [baseline, *rows]:
         row.fluent = _fluent(row, baseline)
-    return Sweep(name, layers, text, baseline, rows, others, mode, how.targets)
+    margin = recommendation_margin(core.steering.vectors[name].meta)
+    return Sweep(name, layers, text, baseline, rows, others, mode, how.targets, margin)
 
 
 def _control(core: Core, name: str, how: Active) -> Control | None:

@@ -17,7 +17,7 @@ from repl.core import Core
 from repl.steering import Active
 from tests.conftest import LONG, ROOT, STEER, TERSE, UNSEEN, VERBOSE
 from vectors import calibration_prompts, load_vector, neutral_prompts, save_vector
-from vectors.calibration import is_fluent, nll_limit
+from vectors.calibration import FOCUS_MARGIN, is_fluent, nll_limit
 
 LINE = f'/contrast terse "{TERSE}" "{VERBOSE}"'
 
@@ -178,6 +178,10 @@ def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> 
     steered = core.answer(question, core.steering.control(), sampling).text
     assert not SEA_WORDS.search(plain), plain
     assert SEA_WORDS.search(steered), steered
+    # /sweep recommends it as the calibration would: 0.85 x the strongest fluent strength
+    swept = core.run_job(core.submit(f'/sweep sea 0.5 --prompt "{UNSEEN[1]}"')).view
+    assert swept.margin == FOCUS_MARGIN and swept.mode == "prompt"
+    assert swept.recommended == (None if swept.best is None else round(0.5 * FOCUS_MARGIN, 4))
 
 
 def test_method_focus_refuses_what_it_cannot_weigh(core: Core) -> None:

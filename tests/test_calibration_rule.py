@@ -194,8 +194,9 @@ def test_report_says_when_a_focus_vector_recommends_less_than_its_pick() -> None
     report marks the pick and says why the recommendation is below it."""
     import numpy as np
 
-    from repl.steer_commands import FOCUS_MARGIN, calibration_report
+    from repl.steer_commands import calibration_report
     from vectors import SteeringVector
+    from vectors.calibration import FOCUS_MARGIN
 
     base, pick = Point(0.0, 0.53, 0.01, 40, effect=-0.1), Point(1.0, 0.62, 0.03, 31, effect=-0.1)
     cal = {
@@ -212,7 +213,8 @@ def test_report_says_when_a_focus_vector_recommends_less_than_its_pick() -> None
     assert not any(line.startswith("  recommending") for line in calibration_report(vec))
     cal["margin"] = FOCUS_MARGIN
     text = calibration_report(vec)
-    assert any(line.endswith("fluent <- recommended") for line in text)
+    assert any(line.endswith("fluent <- pick") for line in text)
+    assert not any(line.endswith("<- recommended") for line in text)
     assert f"  recommending {FOCUS_MARGIN:g}: {FOCUS_MARGIN:g} x the pick" in "\n".join(text)
 
 

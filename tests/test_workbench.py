@@ -99,6 +99,30 @@ def test_recommendation_rule_picks_the_strongest_fluent_setting() -> None:
     assert nothing.recommended is None and nothing.verdict().startswith("no strength stays")
 
 
+def test_a_focus_vector_is_recommended_below_its_strongest_fluent_row() -> None:
+    """/sweep recommends by the rule /contrast's calibration does, the focus margin included:
+    the table marks the strongest fluent row, the verdict's /steer line has the margin's share."""
+    from repl.workbench import _fluent
+    from vectors.calibration import FOCUS_MARGIN, recommendation_margin
+
+    assert recommendation_margin({"method": "focus"}) == FOCUS_MARGIN < 1
+    assert recommendation_margin({"method": "replies (mean of the differences)"}) == 1.0
+    assert recommendation_margin({}) == 1.0
+    base = _row(0, 50, 0.05, -0.8)
+    rows = [_row(0.5, 40, 0.05, -0.9), _row(1.0, 40, 0.05, -0.95), _row(2.0, 40, 0.5, -0.9)]
+    for row in rows:
+        row.fluent = _fluent(row, base)
+    sweep = Sweep("sea", (5, 9), "q", base, rows, mode="prompt", margin=FOCUS_MARGIN)
+    assert sweep.best == 1.0 and sweep.recommended == FOCUS_MARGIN
+    assert "recommended: /steer sea 0.85 --mode prompt --layers 5-9 (0.85 x the strongest " in (
+        sweep.verdict()
+    )
+    marked = [line for line in sweep.table() if "<-" in line]
+    assert len(marked) == 1 and marked[0].split()[0] == "+1"
+    assert marked[0].endswith("<- strongest fluent")
+    assert sweep.event()["recommended"] == 0.85 and sweep.event()["margin"] == 0.85
+
+
 # -- the engine's scoring ---------------------------------------------------------------------
 
 
