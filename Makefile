@@ -44,6 +44,7 @@ chat: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench
+	$(BIN)/ruff format --check engine vectors repl tests bench
 	$(BIN)/python -m pytest -q
 
 # the property tests with new random examples, ten times as many as in `make test`
@@ -82,6 +83,7 @@ refreeze: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine vectors repl tests bench
+	$(BIN)/ruff format --check engine vectors repl tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

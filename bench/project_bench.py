@@ -178,8 +178,7 @@ def speed(args) -> None:
             projected.append(s)
             ratios.append(s / p)
     print(
-        f"decode, {args.tokens} tokens, {args.threads} threads, "
-        f"{args.rounds} paired rounds (ABBA):"
+        f"decode, {args.tokens} tokens, {args.threads} threads, {args.rounds} paired rounds (ABBA):"
     )
     print(f"  unsteered          : {statistics.median(plain):6.1f} tok/s")
     print(f"  projection active  : {statistics.median(projected):6.1f} tok/s")

@@ -207,6 +207,8 @@ def _rpc_server_parser(sub) -> None:
         help="allow a --host other than loopback (unauthenticated: use a private network only)",
     )
     rpc.add_argument("--binary", metavar="PATH", help="the rpc-server binary to run")
+
+
 def _template_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chat-template",

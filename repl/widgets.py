@@ -314,7 +314,11 @@ class SteeringRack(Widget, can_focus=True):
             marks = {"project": "  ⊥ project", "prompt": "  ▹ prompt"}
             mode = (marks[shown.mode], "$accent") if shown and shown.mode in marks else ""
             parts += [
-                "\n", (f"{pointer}{name[:16]:<17}", "bold" if mine else ""), state, mode, "\n"
+                "\n",
+                (f"{pointer}{name[:16]:<17}", "bold" if mine else ""),
+                state,
+                mode,
+                "\n",
             ]
             if shown is not None:
                 strength, layers = shown.strength, shown.layers

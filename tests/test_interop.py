@@ -108,7 +108,10 @@ def test_lora_adapter_steers_llama_cpp_like_project_mode(
     assert not written.errors and path.is_file()
     question = "Explain how a rainbow forms. Respond tersely, in one short sentence."
     theirs = run_cli(
-        llama_completion, model, model.render_chat(user(question)), 60,
+        llama_completion,
+        model,
+        model.render_chat(user(question)),
+        60,
         ["--lora-scaled", f"{path}:1.5"],
     )
     unsteered = core.answer(user(question), None, core.sampling).text

@@ -77,7 +77,6 @@ def test_a_changed_reply_fails_the_check_with_a_word_diff(plain_copy: Path) -> N
     assert events[-1] == {"type": "summary", "identical": 2, "different": 1}
 
 
-
 def test_another_model_file_warns_and_fails_the_check(plain_copy: Path) -> None:
     copy = plain_copy
     session = load_session(copy)

@@ -62,9 +62,7 @@ def test_shared_prefix_capture_matches_one_prompt_per_decode(model: Model) -> No
     single = probe.capture(prompts, last_k=2, batch=False, share=False)
     assert seen[-1] == len(prompts) and seen == sorted(seen)
     rel = np.linalg.norm(shared - single, axis=2) / np.linalg.norm(single, axis=2)
-    cos = (
-        (shared * single).sum(2) / np.linalg.norm(shared, axis=2) / np.linalg.norm(single, axis=2)
-    )
+    cos = (shared * single).sum(2) / np.linalg.norm(shared, axis=2) / np.linalg.norm(single, axis=2)
     assert rel.max() < 0.05 and cos.min() > 0.999
     # the vector's direction per block (mean of the pair differences) agrees closely too
     a, b = (shared[:6] - shared[6:]).mean(0)[1:], (single[:6] - single[6:]).mean(0)[1:]
@@ -136,9 +134,7 @@ def test_terse_vector_cuts_held_out_replies_and_stays_readable(
     rng = terse.recommended_range
     strength = terse.recommended_strength
     plain = unseen_plain
-    steered = replies(
-        model, compose([(terse, strength, rng)], model.n_layer, model.n_embd), UNSEEN
-    )
+    steered = replies(model, compose([(terse, strength, rng)], model.n_layer, model.n_embd), UNSEEN)
     base = np.mean([r.tokens for r in plain])
     short = np.mean([r.tokens for r in steered])
     print(f"unsteered {base:.1f} tokens, steered {short:.1f} tokens at {strength} on {rng}")

@@ -200,13 +200,9 @@ def build_adapter(
     """The rank-1 projection adapter of `vec` on `layers` x `targets` of the model file."""
     targets = parse_targets(",".join(targets))
     index = _cached_index(str(model_path), *_stamp(model_path))
-    n_layer = 1 + max(
-        (int(n.split(".")[1]) for n in index if n.startswith("blk.")), default=0
-    )
+    n_layer = 1 + max((int(n.split(".")[1]) for n in index if n.startswith("blk.")), default=0)
     if vec.n_layer != n_layer:
-        raise AdapterError(
-            f"vector {vec.name!r} has {vec.n_layer} blocks; the model has {n_layer}"
-        )
+        raise AdapterError(f"vector {vec.name!r} has {vec.n_layer} blocks; the model has {n_layer}")
     units = unit_directions(vec, layers)
     names = [f"blk.{il}.{t}.weight" for il in units for t in targets]
     weights = read_weights(model_path, names, index)
