@@ -1,5 +1,6 @@
 """Research helper for docs/efficacy.md: the `/contrast --method focus` vector (vectors/focus.py),
-swept in prompt mode on the bench's unseen questions, at other blocks or scales if asked.
+swept in messages mode (or --mode prompt/add) on the bench's unseen questions, at other blocks
+or scales if asked.
 
 python bench/focus_sweep.py sea 0.85,1 [--layers 5-9] [--ratio 0.09] [--questions 16]
 python bench/focus_sweep.py sea pick --no-prompt   # the calibration's pick (repl/calibrate.py)
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--layers", default="5-9")
     parser.add_argument("--ratio", type=float, default=RATIO)
     parser.add_argument("--questions", type=int, default=16, help="the first N of both sets")
-    parser.add_argument("--mode", choices=("add", "prompt"), default="prompt")
+    parser.add_argument("--mode", choices=("add", "prompt", "messages"), default="messages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-prompt", action="store_true", help="skip the prompt's row")
     args = parser.parse_args()

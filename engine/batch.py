@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import llama_cpp
 import numpy as np
@@ -85,16 +85,23 @@ class Batch:
         max_tokens: int,
         cancel: threading.Event | None = None,
         on_done=None,
+        plains: list[int] | None = None,
     ) -> list[Reply] | None:
         """Greedy replies to `prompts` under the steering in force, written side by side;
-        None if cancelled. The same prompt twice is written once (greedy: the same reply)."""
+        None if cancelled. The same prompt twice is written once (greedy: the same reply).
+        `plains`: each prompt's `ChatContext.system_end`, for message-scoped steering."""
         if not prompts:
             return []
         ctx = self.ctx
         with ctx._lock:
             t0 = time.perf_counter()
+            plain = 0
+            if ctx._split:
+                if plains is None or len(set(plains)) != 1:
+                    raise BatchFull("message-scoped steering needs one system prompt per batch")
+                plain = plains[0]
             unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
-            seqs, rows = self._read(unique, cancel)
+            seqs, rows = self._read(unique, cancel, plain)
             if seqs is None:
                 return None
             t_first = time.perf_counter()
@@ -149,8 +156,11 @@ class Batch:
         out[i].append(token)
         return len(out[i]) < max_tokens
 
-    def _read(self, prompts: list[list[int]], cancel) -> tuple[list[int] | None, list]:
-        """Evaluate prompts as a prefix tree under the prompt's steering; each keeps a
+    def _read(
+        self, prompts: list[list[int]], cancel, plain: int = 0
+    ) -> tuple[list[int] | None, list]:
+        """Evaluate prompts as a prefix tree under the prompt's steering (the tokens before
+        `plain` under the system prompt's, with message-scoped steering); each keeps a
         sequence of its own. Returns the sequences and each prompt's last-token logits."""
         ctx = self.ctx
         steps, planned = self._plan(prefix_tree(prompts, [1] * len(prompts)), len(prompts))
@@ -164,7 +174,8 @@ class Batch:
                     return None, []
                 for src, dst in step.copies:
                     llama_cpp.llama_memory_seq_cp(ctx._mem, src, dst, -1, -1)
-                for node, logits in self._decode_nodes(step.nodes):
+                nodes = self._read_system(step.nodes, plain) if plain else step.nodes
+                for node, logits in self._decode_nodes(nodes) if nodes else []:
                     for p in node.prompts:
                         seqs[p], firsts[p] = node.seq, logits
             done = True
@@ -193,6 +204,21 @@ class Batch:
         for seq in seqs:
             llama_cpp.llama_memory_seq_rm(self.ctx._mem, seq, -1, -1)
         self._free.extend(seqs)
+
+    def _read_system(self, nodes: list[Node], plain: int) -> list[Node]:
+        """Decode the nodes' tokens before position `plain` under the system prompt's
+        steering; the stretches left for the prompt's (each leaf keeps its last token)."""
+        rows, rest = [], []
+        for node in nodes:
+            cut = max(0, min(len(node.tokens) - bool(node.prompts), plain - node.start))
+            rows += [(t, node.start + j, node.seq, False) for j, t in enumerate(node.tokens[:cut])]
+            if cut < len(node.tokens):
+                rest.append(replace(node, tokens=node.tokens[cut:], start=node.start + cut))
+        if rows:
+            self.ctx._apply("system")
+            self._run(rows)
+            self.ctx._apply("read")
+        return rest
 
     def _decode_nodes(self, nodes: list[Node]) -> list[tuple[Node, np.ndarray]]:
         """Decode several nodes' stretches; the logits of each prompt's (leaf's) last token.

@@ -137,6 +137,11 @@ class ChatContext:
         # reads prompt tokens (`_reading`), never while it writes a reply (see set_control).
         self._reading: np.ndarray | None = None
         self._writing: np.ndarray | None = None
+        # Message-scoped steering (`_split`): the tokens before the first message's text are
+        # read under `_system` (None: no control vector) instead of `_reading` (set_control).
+        self._system: np.ndarray | None = None
+        self._split = False
+        self._system_ends: dict[tuple, int] = {}
         self._phase = "write"
         self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
         self._batch_open = False  # an engine.batch.Batch holds sequences 1..
@@ -245,7 +250,12 @@ class ChatContext:
         if rc != 0:
             raise EngineError(f"llama.cpp refused the LoRA adapters (code {rc})")
 
-    def set_control(self, buffer: np.ndarray | None, prompt: np.ndarray | None = None) -> bool:
+    def set_control(
+        self,
+        buffer: np.ndarray | None,
+        prompt: np.ndarray | None = None,
+        messages: np.ndarray | None = None,
+    ) -> bool:
         """Apply a full control-vector buffer, or None for no steering; True if it changed.
 
         `buffer` holds n_embd floats per block from block 1 to the last ((n_layer-1)*n_embd in
@@ -258,15 +268,27 @@ class ChatContext:
         without it, and are dropped from the cache afterwards, so that the next turn reads
         them back under it like every other token of the conversation. Every cached token has
         then been read the same way, whatever the history of resets.
+
+        `messages` (same shape) is added like `prompt`, but not while the system prompt is
+        read: the tokens before the first message's text (`system_end`) are read under
+        `buffer` and `prompt` only. A topic vector added to the system prompt as well turned
+        the assistant itself towards the topic and broke the text one step past where it did
+        nothing (docs/efficacy.md, "Messages mode").
         """
         write = self._flat(buffer)
         extra = self._flat(prompt)
-        read = None if extra is None else extra + (0 if write is None else write)
-        key = None if write is None and read is None else (_key(write), _key(read))
+        more = self._flat(messages)
+        system = _plus(write, extra)
+        read = None if extra is None and more is None else _plus(system, more)
+        split = more is not None
+        key = None
+        if write is not None or read is not None:
+            key = (_key(write), _key(read), split, _key(system) if split else None)
         if key == self._control:
             return False
         with self._lock:
             self._writing, self._reading = write, read
+            self._system, self._split = system, split
             self._phase = ""
             self._apply("write")
             self._control = key
@@ -286,11 +308,16 @@ class ChatContext:
         return data
 
     def _apply(self, phase: str) -> None:
-        """Put the control vector of `phase` ("read" or "write") in force in llama.cpp."""
+        """Put the control vector of `phase` ("read", "system" or "write") in force in
+        llama.cpp."""
         if phase == self._phase:
             return
         n_embd, n_layer = self.model.n_embd, self.model.n_layer
-        data = self._reading if phase == "read" and self._reading is not None else self._writing
+        data = self._writing
+        if phase == "read" and self._reading is not None:
+            data = self._reading
+        elif phase == "system" and self._split:
+            data = self._system
         if data is None:
             rc = llama_cpp.llama_set_adapter_cvec(self._ptr, None, 0, n_embd, -1, -1)
         else:
@@ -328,9 +355,9 @@ class ChatContext:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def _decode(self, chunk: list[int]) -> None:
+    def _decode(self, chunk: list[int], phase: str = "read") -> None:
         """Evaluate at most n_batch tokens of the prompt after the cached ones."""
-        self._apply("read")
+        self._apply(phase)
         arr = (llama_cpp.llama_token * len(chunk))(*chunk)
         rc = self.decode(llama_cpp.llama_batch_get_one(arr, len(chunk)))
         if rc != 0:
@@ -338,6 +365,39 @@ class ChatContext:
             raise EngineError(f"llama_decode failed with code {rc}")
         self._starts.append(len(self._cached))
         self._cached.extend(chunk)
+
+    def system_end(self, messages: list[dict[str, str]]) -> int:
+        """How many tokens of the prompt come before the text of its first non-system
+        message: the template's system prompt and the first message's header, which
+        message-scoped steering leaves unsteered. Found as the tokens two stand-in first
+        messages have in common (any template), once per system prompt."""
+        head = []
+        for message in messages:
+            if message["role"] != "system":
+                break
+            head.append(message)
+        key = tuple((m["role"], m["content"]) for m in head)
+        if key not in self._system_ends:
+            a, b = (self.prompt_tokens([*head, {"role": "user", "content": c}]) for c in "ab")
+            same = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
+            self._system_ends[key] = same
+        return self._system_ends[key]
+
+    def _plain(self, messages: list[dict[str, str]]) -> int:
+        """Where message-scoped steering starts in this conversation's prompt (0: none)."""
+        return self.system_end(messages) if self._split else 0
+
+    def _read(self, tokens: list[int], plain: int, cancelled=None) -> bool:
+        """Evaluate `tokens`, the prompt's next ones after the cached, in batches; with
+        message-scoped steering those before position `plain` (`system_end`) go first, under
+        their own phase. False if cancelled between batches."""
+        cut = max(0, min(len(tokens), plain - len(self._cached))) if self._split else 0
+        for piece, phase in ((tokens[:cut], "system"), (tokens[cut:], "read")):
+            for start in range(0, len(piece), self.n_batch):
+                if cancelled is not None and cancelled():
+                    return False
+                self._decode(piece[start : start + self.n_batch], phase)
+        return True
 
     def _prepare(self, prompt: list[int]) -> int:
         """Reuse the longest cached prefix; returns how many prompt tokens need evaluating.
@@ -402,8 +462,7 @@ class ChatContext:
                 return []
             self._prepare(prompt)  # keeps at most len(prompt)-1 tokens: every logit is fresh
             head = prompt[len(self._cached) : len(prompt) - 1]
-            for start in range(0, len(head), self.n_batch):
-                self._decode(head[start : start + self.n_batch])
+            self._read(head, self._plain(messages))
             # each token from the prompt's last on predicts the next one
             tail = tokens[len(prompt) - 1 : -1]
             scores: list[float] = []
@@ -461,10 +520,8 @@ class ChatContext:
         evaluated = n_eval
         cancelled = cancel.is_set if cancel is not None else (lambda: False)
         pending = prompt[len(prompt) - n_eval :]
-        for start in range(0, len(pending), self.n_batch):
-            if cancelled():
-                return self._reply("", [], "interrupted", t0, None, 0.0, prompt, evaluated, seed)
-            self._decode(pending[start : start + self.n_batch])
+        if not self._read(pending, self._plain(messages), cancelled):
+            return self._reply("", [], "interrupted", t0, None, 0.0, prompt, evaluated, seed)
         return self._stream(prompt, evaluated, sampling, seed, on_token, cancelled, t0)
 
     def _stream(self, prompt, evaluated, sampling, seed, on_token, cancelled, t0) -> Reply:
@@ -549,6 +606,13 @@ class ChatContext:
 
 def _key(data: np.ndarray | None) -> bytes | None:
     return None if data is None else data.tobytes()
+
+
+def _plus(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The sum of two buffers, either of which may be absent."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
 
 
 def _log_softmax_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:

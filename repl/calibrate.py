@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.batch import BatchFull
 from engine.chat import Reply, Sampling
-from repl.steering import Active
+from repl.steering import READ_MODES, Active
 from vectors import calibration_prompts
 from vectors.calibration import RULE, Point, choose, degeneration, effect_fell, is_fluent
 
@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # repl.core imports the commands, which import this module
 
 LADDER = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.4, 2.0)
 START = 0.3  # first rung tried: fluent for every vector measured so far on the default model
-# Prompt mode touches only the prompt's tokens, so it takes more: a topic vector did nothing
-# below 1.25 and fell apart past 1.5 (docs/efficacy.md); finer rungs around there.
+# Prompt (and messages) mode touches only the prompt's tokens, so it takes more: a topic vector
+# did nothing below 1.25 and fell apart past 1.5 (docs/efficacy.md); finer rungs around there.
 PROMPT_LADDER = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 PROMPT_START = 1.0
 N_PROMPTS = 3
@@ -194,7 +194,7 @@ class Calibration:
 
     @property
     def ladder(self) -> tuple[float, ...]:
-        return PROMPT_LADDER if self.mode == "prompt" else LADDER
+        return PROMPT_LADDER if self.mode in READ_MODES else LADDER
 
     def fluent(self, point: Point) -> bool:
         return is_fluent(point, self.baseline, self.prompted)
@@ -270,7 +270,7 @@ def calibrate(
     cancel: threading.Event | None = None,
 ) -> Calibration | None:
     """Walk the strength ladder for vector `name` alone (other vectors off) in `mode` ("add"
-    or "prompt"); None if cancelled. It recommends `margin` x the strength it picks.
+    "prompt" or "messages"); None if cancelled. It recommends `margin` x the strength it picks.
 
     From the mode's start it climbs while replies stay fluent, or steps down until they are.
     With instructions, the replies to the positively instructed prompt are measured first:
@@ -329,7 +329,7 @@ def _walk(result: Calibration):
     """Yield rungs to try: up from the start while fluent and the effect still grows (or is
     too small to tell), else down from it until fluent."""
     ladder = result.ladder
-    i = ladder.index(PROMPT_START if result.mode == "prompt" else START)
+    i = ladder.index(PROMPT_START if result.mode in READ_MODES else START)
     yield ladder[i]
     up = result.fluent(result.points[-1])
     steps = 1

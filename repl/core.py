@@ -59,8 +59,12 @@ class Batched:
     ) -> list[Reply] | None:
         """Greedy replies under `control`, written together; None if cancelled."""
         self.core._apply(control)
-        prompts = [self.core.ctx.prompt_tokens(m) for m in conversations]
-        return self.batch.write(prompts, max_tokens, cancel, on_done)
+        ctx = self.core.ctx
+        prompts = [ctx.prompt_tokens(m) for m in conversations]
+        plains = None
+        if isinstance(control, Control) and control.messages is not None:
+            plains = [ctx.system_end(m) for m in conversations]
+        return self.batch.write(prompts, max_tokens, cancel, on_done, plains)
 
     def keep_unsteered(self, conversations: list[list[dict[str, str]]]) -> list[int]:
         """Read these prompts once, unsteered, for `score_unsteered`; a handle for each."""
@@ -76,7 +80,8 @@ class Batched:
 def steering_text(steering: list[dict[str, Any]]) -> str:
     """'terse +1 @9-13, formal -0.8 @8-12 project': steering as the status bar and views show
     it ('project' marks project mode: the direction is projected out rather than added;
-    'prompt' marks prompt mode: added only while the conversation is read)."""
+    'prompt' marks prompt mode: added only while the conversation is read; 'messages' the
+    same without the system prompt)."""
     return ", ".join(
         f"{s['name']} {s['strength']:+g} @{s['layers'][0]}-{s['layers'][1]}"
         + (f" {s['mode']}" if s.get("mode", "add") != "add" else "")
@@ -256,7 +261,7 @@ class Core:
             self.ctx.set_control(control)
             return
         self.ctx.set_adapters(control.adapters)
-        self.ctx.set_control(control.buffer, control.prompt)
+        self.ctx.set_control(control.buffer, control.prompt, control.messages)
 
     def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
         """Undo the line that asked for a reply that could not be made, live and on disk."""

@@ -20,6 +20,7 @@ from repl.core import REGISTRY, Core
 from repl.steering import (
     LOUD,
     MODES,
+    READ_MODES,
     Active,
     active_names,
     check_name,
@@ -137,7 +138,7 @@ def calibration_report(vec: SteeringVector) -> list[str]:
     lines = [
         f"calibration: {len(cal.get('prompts', []))} held-out questions, greedy, "
         f"{cal.get('max_tokens')} tokens, blocks {a}-{b}"
-        + (", prompt mode" if cal.get("mode") == "prompt" else ""),
+        + (f", {cal['mode']} mode" if cal.get("mode") in READ_MODES else ""),
         f"  {'strength':>8} {'tokens':>6} {'NLL/tok':>7} {'x unst':>6} {'repeat':>6} {'effect':>6}",
     ]
     for point in [base, *([prompted] if prompted else []), *points]:
@@ -168,7 +169,7 @@ def calibration_report(vec: SteeringVector) -> list[str]:
             "little to show where it stops growing, so the pick is the strongest fluent "
             "strength; the concept may show more in longer replies: compare "
             f"/sweep {vec.name} {_around(pick, points)}"
-            + (" --mode prompt" if cal.get("mode") == "prompt" else "")
+            + (f" --mode {cal['mode']}" if cal.get("mode") in READ_MODES else "")
             + " on a question of yours"
         )
     return lines
@@ -268,6 +269,8 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]
     written = method in ("replies", "focus")
+    # written vectors steer the conversation as it is read (a focus one not its system prompt)
+    mode = ("messages" if method == "focus" else "prompt") if written else "add"
     if written:
         provenance["reply_tokens"] = REPLY_TOKENS
 
@@ -328,8 +331,8 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 core,
                 name,
                 positive,
-                mode="prompt" if written else "add",
-                margin=recommendation_margin(vec.meta),
+                mode=mode,
+                margin=recommendation_margin(vec.meta, mode),
                 on_progress=on_progress,
                 progress_offset=capture_total,
                 cancel=cancel,
@@ -339,7 +342,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 return cancelled
             vec.meta.update(result.meta())
         elif written:
-            vec.meta["recommended_mode"] = "prompt"
+            vec.meta["recommended_mode"] = mode
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
         return Outcome(view=VectorReport(vec, head), changed=True)
 
@@ -428,7 +431,8 @@ def _name(raw: str) -> str:
             "the default); project: remove strength x the outputs' component along the "
             "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA); "
             "prompt: add it only while the model reads the conversation, not while it "
-            "writes (topics; the default for a --method replies or focus vector)",
+            "writes (topics; the default for a --method replies or focus vector); "
+            "messages: as prompt, but not while it reads the system prompt",
         ),
         Arg(
             "--targets",
@@ -438,7 +442,7 @@ def _name(raw: str) -> str:
     ),
     details="Without a strength or range the vector's recommendations for the mode apply. "
     "Changes take effect from the next reply; the conversation so far is re-read under the "
-    "new steering. Add-, project- and prompt-mode vectors compose.",
+    "new steering. Add-, project-, prompt- and messages-mode vectors compose.",
     name=active_names,
 )
 def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
@@ -492,8 +496,9 @@ def describe_active(name: str, active: Active) -> str:
             f"{name} {active.strength:g} projected out of {'+'.join(active.targets)} "
             f"on blocks {a}-{b}"
         )
-    if active.mode == "prompt":
-        return f"{name} {active.strength:g} on blocks {a}-{b}, while reading the prompt"
+    if active.mode in READ_MODES:
+        what = "prompt" if active.mode == "prompt" else "messages (not the system prompt)"
+        return f"{name} {active.strength:g} on blocks {a}-{b}, while reading the {what}"
     return f"{name} {active.strength:g} on blocks {a}-{b}"
 
 
@@ -536,8 +541,8 @@ def _steering_listing(core: Core) -> str:
             state = f"ON  {act.strength:+g} blocks {act.layers[0]}-{act.layers[1]}"
             if act.mode == "project":
                 state += f" project ({'+'.join(act.targets)})"
-            elif act.mode == "prompt":
-                state += " prompt"
+            elif act.mode in READ_MODES:
+                state += f" {act.mode}"
         lines.append(f"{name:<16} {state:<26} unit {vec.strength_unit}")
     return "\n".join(lines)
 

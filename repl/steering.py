@@ -73,7 +73,8 @@ def library_names() -> list[str]:
     return sorted(p.stem for p in library_dir().glob("*.gguf") if NAME_RE.match(p.stem))
 
 
-MODES = ("add", "project", "prompt")
+MODES = ("add", "project", "prompt", "messages")
+READ_MODES = ("prompt", "messages")  # added only while the conversation is read
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,10 @@ class Active:
     the weights in `targets` of each block (a rank-1 LoRA, vectors/lora.py); `prompt` adds it
     like `add`, but only while the model reads the conversation, not while it writes its reply
     (as ActAdd injects into the prompt; engine/chat.py). Topic vectors need it (docs/efficacy.md):
-    added at every written token they make the text loop before the topic shows.
+    added at every written token they make the text loop before the topic shows. `messages`
+    is `prompt` without the system prompt: the tokens before the first message's text are
+    read unsteered, so the vector turns what is asked rather than who answers (a focus
+    vector stayed fluent one step further that way; docs/efficacy.md, "Messages mode").
     """
 
     strength: float
@@ -115,18 +119,20 @@ class Active:
 def recommended_mode(vec: SteeringVector) -> str:
     """The mode `/steer NAME` uses when none is given: what the vector's calibration chose."""
     mode = vec.meta.get("recommended_mode")
-    return mode if mode in ("add", "prompt") else "add"
+    return mode if mode in ("add", *READ_MODES) else "add"
 
 
 @dataclass
 class Control:
     """Everything llama.cpp needs for one steering setting: the summed control-vector buffer of
-    the add-mode vectors, the projection adapters with their scales, and the buffer of the
-    prompt-mode vectors (added only while the conversation is read)."""
+    the add-mode vectors, the projection adapters with their scales, and the buffers of the
+    prompt-mode vectors (added only while the conversation is read) and of the messages-mode
+    ones (the same, but not while the system prompt is read)."""
 
     buffer: np.ndarray | None
     adapters: list[tuple[LoraAdapter, float]]
     prompt: np.ndarray | None = None
+    messages: np.ndarray | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -154,7 +160,8 @@ class Steering:
         self, active: dict[str, Active] | None = None, mode: str = "add"
     ) -> np.ndarray | None:
         """The control-vector buffer for llama.cpp of the vectors in `active` (by default the
-        vectors now on) that are in `mode` ("add" or "prompt"), or None when there are none."""
+        vectors now on) that are in `mode` ("add", "prompt" or "messages"), or None when there
+        are none."""
         items = list((self.active if active is None else active).items())
         parts = [(self.vectors[n], a.strength, a.layers) for n, a in items if a.mode == mode]
         if not parts:
@@ -172,7 +179,13 @@ class Steering:
             for n, a in items
             if a.mode == "project"
         ]
-        return Control(self.buffer(dict(items)), adapters, self.buffer(dict(items), "prompt"))
+        chosen = dict(items)
+        return Control(
+            self.buffer(chosen),
+            adapters,
+            self.buffer(chosen, "prompt"),
+            self.buffer(chosen, "messages"),
+        )
 
     def adapter(self, name: str, layers: tuple[int, int], targets: tuple[str, ...]) -> LoraAdapter:
         """The projection adapter of vector `name` on `layers` x `targets`, loaded into the
@@ -217,8 +230,8 @@ class Steering:
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
         the mode (vectors/lora.py project_recommendation for project mode). A mode of None is
-        the vector's recommended one (prompt mode for a `--method replies` or `focus` vector,
-        else add)."""
+        the vector's recommended one (prompt mode for a `--method replies` vector, messages
+        mode for a `focus` one, else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)
         rec_strength, rec_layers, rec_targets = self.recommended(vec, mode)

@@ -28,7 +28,7 @@ from repl.steer_commands import (
     separation_verdict,
     suggestion,
 )
-from repl.steering import LOUD, Active
+from repl.steering import LOUD, READ_MODES, Active
 from repl.workbench import Comparison, Sweep
 
 if TYPE_CHECKING:
@@ -260,8 +260,8 @@ def steer_line(name: str, strength: float, how: Active) -> str:
     line = f"/steer {name} {strength:g} --layers {a}-{b}"
     if how.mode == "project":
         line += f" --mode project --targets {','.join(how.targets)}"
-    elif how.mode == "prompt":
-        line += " --mode prompt"
+    elif how.mode in READ_MODES:
+        line += f" --mode {how.mode}"
     return line
 
 
@@ -311,7 +311,7 @@ class SteeringRack(Widget, can_focus=True):
             pointer = "▸ " if mine and self.has_focus else "  "
             state = ("ON", "bold $success") if act else ("off", "$text-muted")
             shown = act or self.last.get(name)
-            marks = {"project": "  ⊥ project", "prompt": "  ▹ prompt"}
+            marks = {"project": "  ⊥ project", "prompt": "  ▹ prompt", "messages": "  ▹ messages"}
             mode = (marks[shown.mode], "$accent") if shown and shown.mode in marks else ""
             parts += [
                 "\n",

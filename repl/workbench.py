@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, steering_text
-from repl.steering import Active, Control
+from repl.steering import READ_MODES, Active, Control
 from vectors.calibration import (  # degeneration is re-exported for the sweep's callers
     MAX_NLL_RATIO,
     MAX_REPEAT_GAIN,
@@ -223,6 +223,7 @@ class Sweep:
         held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
         how = f" projected out of {'+'.join(self.targets)}" if self.mode == "project" else ""
         how = " while reading the prompt" if self.mode == "prompt" else how
+        how = " while reading the messages" if self.mode == "messages" else how
         return (
             f"sweep {self.vector}{how} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
             f"prompt: {self.prompt}"
@@ -237,7 +238,7 @@ class Sweep:
             rule = f"{self.margin:g} x the strongest fluent setting, {self.best:g}; {rule}"
         a, b = self.layers
         mode = f" --mode project{self._targets_option()}" if self.mode == "project" else ""
-        mode = " --mode prompt" if self.mode == "prompt" else mode
+        mode = f" --mode {self.mode}" if self.mode in READ_MODES else mode
         return f"recommended: /steer {self.vector} {best:g}{mode} --layers {a}-{b} ({rule})"
 
     def _targets_option(self) -> str:
@@ -311,7 +312,7 @@ def sweep(
     baseline, rows = rows[0], rows[1:]
     for row in [baseline, *rows]:
         row.fluent = _fluent(row, baseline)
-    margin = recommendation_margin(core.steering.vectors[name].meta)
+    margin = recommendation_margin(core.steering.vectors[name].meta, mode)
     return Sweep(name, layers, text, baseline, rows, others, mode, how.targets, margin)
 
 

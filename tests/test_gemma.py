@@ -66,6 +66,22 @@ def test_gemma_template_renders_gemma_turns(gemma) -> None:
     assert gemma.tokenize("<start_of_turn>")[0] in tokens  # a special token, not text
 
 
+def test_messages_mode_leaves_the_system_prompt_in_the_first_turn_plain(gemma) -> None:
+    """The `gemma` format has no system turn: the system prompt opens the first user turn,
+    and messages-mode steering starts after it, at the question's own text."""
+    ctx = ChatContext(gemma, n_ctx=512)
+    try:
+        messages = [{"role": "system", "content": "Be brief."}, *user("How is paper made?")]
+        prompt = gemma.chat_tokens(messages)
+        cut = ctx.system_end(messages)
+        assert gemma.detokenize(prompt[:cut]).endswith("Be brief.\n\n")
+        assert gemma.detokenize(prompt[cut:]).startswith("How is paper made?")
+        bare = gemma.chat_tokens(user("How is paper made?"))
+        assert gemma.detokenize(bare[ctx.system_end(user("x")) :]).startswith("How is paper")
+    finally:
+        ctx.close()
+
+
 def test_chat_needs_the_flag_and_works_with_it(gemma_path) -> None:
     bare = steer("chat", "--plain", "--no-session", "--model", str(gemma_path), stdin="Hi\n")
     assert bare.returncode == 2 and bare.stdout == ""

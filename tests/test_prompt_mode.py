@@ -1,5 +1,6 @@
 """Prompt mode on the real default model: `/steer NAME S --mode prompt` adds the vector while
-the model reads the conversation and not while it writes its reply (engine/chat.py).
+the model reads the conversation and not while it writes its reply (engine/chat.py); messages
+mode does the same but leaves the system prompt unsteered.
 
 Greedy, short generations, with the ready-made terse vector: what is tested is where the vector
 is added, not what it does to a topic (that is bench/efficacy_bench.py's scoreboard).
@@ -7,9 +8,14 @@ is added, not what it does to a topic (that is bench/efficacy_bench.py's scorebo
 
 from __future__ import annotations
 
+import ctypes
+
+import llama_cpp
+import numpy as np
 import pytest
 
 from engine import ChatContext, Model, Sampling
+from engine.batch import BatchFull
 from repl.core import Core
 from tests.conftest import record_and_replay, user
 from vectors import bundled_path
@@ -81,5 +87,81 @@ def test_prompt_steering_is_recorded_and_replays(tmp_path) -> None:
     replies, doc, check = record_and_replay(tmp_path, lines, 24)
     assert [r["steering"][0]["mode"] for r in replies] == ["prompt", "prompt"]
     assert doc["steering"][0]["mode"] == "prompt" and "targets" not in doc["steering"][0]
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"
+
+
+def _by_hand(model: Model, prompt: list[int], cut: int, buf: np.ndarray, n: int) -> list[int]:
+    """Messages mode written out in llama.cpp's own calls: the prompt up to `cut` read with
+    no control vector, the rest under `buf`, then `n` greedy tokens with none."""
+    ctx = ChatContext(model, n_ctx=2048)
+    n_embd, n_layer = model.n_embd, model.n_layer
+
+    def cvec(data: np.ndarray | None) -> None:
+        ptr = None if data is None else data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        size = 0 if data is None else data.size
+        rc = llama_cpp.llama_set_adapter_cvec(ctx.ptr, ptr, size, n_embd, 1, n_layer - 1)
+        assert rc == 0
+
+    def decode(tokens: list[int]) -> None:
+        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+        assert ctx.decode(llama_cpp.llama_batch_get_one(arr, len(tokens))) == 0
+
+    out: list[int] = []
+    try:
+        cvec(None)
+        decode(prompt[:cut])
+        cvec(np.ascontiguousarray(buf, dtype=np.float32).ravel())
+        decode(prompt[cut:])
+        cvec(None)
+        while len(out) < n:
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx.ptr, -1), (model.n_vocab,)
+            )
+            token = int(np.argmax(logits))
+            if model.is_eog(token):
+                break
+            out.append(token)
+            decode([token])
+    finally:
+        ctx.close()
+    return out
+
+
+def test_messages_mode_reads_the_system_prompt_plain(core: Core) -> None:
+    """`--mode messages` is prompt mode with the system prompt read unsteered: its reply is
+    the one llama.cpp writes when only the tokens from the question on are read under the
+    vector, and not the prompt-mode reply (which steers the system prompt too)."""
+    steering, messages = core.steering, user(QUESTION)
+    prompt = core.model.chat_tokens(messages)
+    cut = core.ctx.system_end(messages)
+    assert 0 < cut < len(prompt)
+    assert core.model.detokenize(prompt[cut:]).startswith(QUESTION)  # the question's own text
+    assert core.ctx.system_end(user("Why?")) == cut  # one system prompt, one cut
+    steering.activate("terse", STRENGTH, (9, 13), "messages")
+    control = steering.control()
+    assert control.buffer is None and control.prompt is None and control.messages is not None
+    messaged = core.answer(messages, control, SHORT)
+    assert messaged.token_ids == _by_hand(core.model, prompt, cut, control.messages, 32)
+    steering.activate("terse", STRENGTH, (9, 13), "prompt")
+    prompted = core.answer(messages, steering.control(), SHORT)
+    assert prompted.token_ids != messaged.token_ids
+    # a calibration's batch writes the same reply; prompts under two system prompts cannot
+    # share one batch (each would need its own cut), so the caller goes one at a time
+    steering.activate("terse", STRENGTH, (9, 13), "messages")
+    with core.batch() as batch:
+        assert batch.answer([messages], steering.control(), 32)[0].token_ids == messaged.token_ids
+        # several prompts: their shared system prompt is a step of its own, read unsteered
+        assert all(r.tokens for r in batch.answer([messages, user("Why?")], control, 8))
+        other = [{"role": "system", "content": "You are terse."}, *messages]
+        with pytest.raises(BatchFull):
+            batch.answer([messages, other], steering.control(), 4)
+
+
+def test_messages_steering_is_recorded_and_replays(tmp_path) -> None:
+    lines = f"/vector load terse\n/steer terse 1.5 --mode messages\n{QUESTION}\nWhy?\n"
+    replies, doc, check = record_and_replay(tmp_path, lines, 24)
+    assert [r["steering"][0]["mode"] for r in replies] == ["messages", "messages"]
+    assert doc["steering"][0]["mode"] == "messages"
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"

@@ -105,9 +105,10 @@ def test_a_focus_vector_is_recommended_below_its_strongest_fluent_row() -> None:
     from repl.workbench import _fluent
     from vectors.calibration import FOCUS_MARGIN, recommendation_margin
 
-    assert recommendation_margin({"method": "focus"}) == FOCUS_MARGIN < 1
-    assert recommendation_margin({"method": "replies (mean of the differences)"}) == 1.0
-    assert recommendation_margin({}) == 1.0
+    assert recommendation_margin({"method": "focus"}, "prompt") == FOCUS_MARGIN < 1
+    assert recommendation_margin({"method": "focus"}, "messages") == 1.0
+    assert recommendation_margin({"method": "replies (mean of the differences)"}, "prompt") == 1
+    assert recommendation_margin({}, "add") == 1.0
     base = _row(0, 50, 0.05, -0.8)
     rows = [_row(0.5, 40, 0.05, -0.9), _row(1.0, 40, 0.05, -0.95), _row(2.0, 40, 0.5, -0.9)]
     for row in rows:

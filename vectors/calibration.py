@@ -65,10 +65,11 @@ MAX_PROMPTED_RATIO = 1.5  # the most the prompt's own cost may raise the NLL lim
 # above). Measured gains at the pick, 3 questions of 40 tokens: terse +0.32, sea +0.12, space
 # +0.08, formal +0.07, excited +0.06, sad +0.01 (2026-11-30).
 WEAK_EFFECT = 0.1
-# A focus vector (vectors/focus.py) is recommended at this share of its strongest fluent
-# strength: on 40-token replies a topic costs less than over 150 (food at 1: 1.42x on 40, 1.65x
-# on 150; sports at 1 loops only in longer replies), and its fluent window is narrow
-# (docs/efficacy.md, "--method focus").
+# A focus vector (vectors/focus.py) steered in prompt mode is recommended at this share of its
+# strongest fluent strength: on 40-token replies a topic costs less than over 150 (food at 1:
+# 1.42x on 40, 1.65x on 150; sports at 1 loops only in longer replies), and its fluent window
+# is narrow (docs/efficacy.md, "--method focus"). In messages mode, which it recommends now,
+# the same picks held over 150 tokens (food and sports at 1: 1.21x and 1.16x), so none there.
 FOCUS_MARGIN = 0.85
 
 RULE = (
@@ -118,10 +119,10 @@ class Point:
         )
 
 
-def recommendation_margin(meta: Mapping[str, Any]) -> float:
-    """The share of the strongest fluent strength a vector is recommended at, by its recipe:
-    /contrast's calibration and /sweep apply the same one."""
-    return FOCUS_MARGIN if meta.get("method") == "focus" else 1.0
+def recommendation_margin(meta: Mapping[str, Any], mode: str) -> float:
+    """The share of the strongest fluent strength a vector is recommended at in `mode`, by
+    its recipe: /contrast's calibration and /sweep apply the same one."""
+    return FOCUS_MARGIN if meta.get("method") == "focus" and mode == "prompt" else 1.0
 
 
 def degeneration(tokens: Sequence[int], n: int = 3) -> float:
