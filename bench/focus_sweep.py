@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("strengths", help="comma-separated; 'pick' is the calibration's pick")
     parser.add_argument("--layers", default="5-9")
     parser.add_argument("--ratio", type=float, default=RATIO)
-    parser.add_argument("--questions", type=int, default=16, help="the first N of both sets")
+    parser.add_argument("--set", choices=sorted(QUESTION_SETS), default="both")
+    parser.add_argument("--questions", type=int, default=16, help="the first N of the set")
     parser.add_argument("--mode", choices=("add", "prompt", "messages"), default="messages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-prompt", action="store_true", help="skip the prompt's row")
@@ -70,7 +71,7 @@ def main() -> None:
     pairs = instruction_pairs(concept.positive, concept.negative, N_PAIRS)
     replies = write_replies(core, pairs, None, 0, None)
     focus_vector(core, concept, pairs, replies, args.ratio)
-    asked = (QUESTION_SETS["first"] + QUESTION_SETS["second"])[: args.questions]
+    asked = QUESTION_SETS[args.set][: args.questions]
     base = Condition.of("off", score(core, asked, answer_all(core, asked, None, sampling)), concept)
     rows = [base]
     if not args.no_prompt:
@@ -91,7 +92,7 @@ def main() -> None:
         rows.append(Condition.of(f"{s:g}", score(core, asked, replies_s), concept))
     print(
         f"{concept.name}: focus, {args.mode} at blocks {lo}-{hi}, ratio {args.ratio:g}, "
-        f"{len(asked)} questions, 150 tokens"
+        f"{len(asked)} questions ({args.set}), 150 tokens"
     )
     print(f"{'':>8} {concept.marker_name:>16} {'tokens':>6} {'NLL x':>6} {'rep3':>6}")
     for row in rows:
