@@ -206,6 +206,10 @@ class Concept:
     options: str = ""  # extra /contrast options this concept is built with
 
 
+# Topics are built as the README advises for a topic (since 2026-12-07; `--method replies`
+# before, which the tables in docs/efficacy.md before that date used).
+TOPIC_METHOD = "--method focus"
+
 CONCEPTS = [
     Concept(
         "terse",
@@ -230,7 +234,7 @@ CONCEPTS = [
         "Answer the question.",
         "sea words/100",
         lexicon_rate(SEA),
-        "--method replies",
+        TOPIC_METHOD,
     ),
     Concept(
         "space",
@@ -239,7 +243,7 @@ CONCEPTS = [
         "Answer the question.",
         "space words/100",
         lexicon_rate(SPACE),
-        "--method replies",
+        TOPIC_METHOD,
     ),
     Concept(
         "excited",
@@ -274,7 +278,7 @@ CONCEPTS = [
         "Answer the question.",
         "food words/100",
         lexicon_rate(FOOD),
-        "--method replies",
+        TOPIC_METHOD,
     ),
     Concept(
         "music",
@@ -283,7 +287,7 @@ CONCEPTS = [
         "Answer the question.",
         "music words/100",
         lexicon_rate(MUSIC),
-        "--method replies",
+        TOPIC_METHOD,
     ),
     # A second held-out set, written once (2026-12-01) before anything was measured on it.
     Concept(
@@ -301,7 +305,7 @@ CONCEPTS = [
         "Answer the question.",
         "sports words/100",
         lexicon_rate(SPORTS),
-        "--method replies",
+        TOPIC_METHOD,
     ),
 ]
 
