@@ -204,8 +204,8 @@ def _num(value: float | None, signed: bool = False) -> str:
             ("mean", "pca", "replies", "focus"),
             help="mean difference at the prompt's end (default), PCA, 'replies': the model "
             "writes a reply under each instruction and the mean difference over the written "
-            "tokens is taken, or 'focus' (for topics): only the written tokens the positive "
-            "instruction made likelier count",
+            "tokens is taken, or 'focus' (for topics, and tones such as cheerfulness): only "
+            "the written tokens the positive instruction made likelier count",
         ),
         Arg("--n", "int", help="how many built-in neutral prompts to use (default 24)"),
         Arg(
