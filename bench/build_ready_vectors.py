@@ -24,7 +24,12 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
-READY = ("terse", "formal", "excited")  # topics and sadness: none met the bar (docs/efficacy.md)
+# topics, sadness and gratitude: none met the bar on both sets of questions (docs/efficacy.md)
+READY = ("terse", "formal", "excited", "cheerful")
+# /contrast options a ready vector is built with beyond its scoreboard concept's: cheerful
+# passes with --method focus, not with the default method (docs/efficacy.md, "focus on the
+# tones")
+OPTIONS = {"cheerful": "--method focus"}
 # Project mode's measured setting (bench/project_bench.py, docs/projection.md), kept in the file
 # so `/steer terse --mode project` and `/vector show terse` use and show it. Measured again
 # when the vector changes: `python bench/project_bench.py efficacy --bare`.
@@ -53,7 +58,7 @@ def main() -> None:
     core = Core(model, ChatContext(model, n_ctx=2048), Sampling(temperature=0.0))
     OUT.mkdir(parents=True, exist_ok=True)
     for concept in (c for c in CONCEPTS if c.name in names):
-        line = build_line(concept, "", ready=False)
+        line = build_line(concept, OPTIONS.get(concept.name, ""), ready=False)
         result = core.run_job(core.submit(line))
         if result.errors:
             raise SystemExit(f"{line}: {result.errors[0]}")
