@@ -11,8 +11,8 @@ READY = bundled_names()
 
 
 def test_steer_ships_ready_made_vectors() -> None:
-    # issue 11: verbosity, formality and a tone (no topic vector has held on fresh questions)
-    assert {"terse", "formal", "excited"} <= set(READY)
+    # issue 11: verbosity, formality and two tones (no topic vector has held on fresh questions)
+    assert {"terse", "formal", "excited", "cheerful"} <= set(READY)
 
 
 @pytest.mark.parametrize("name", READY)
