@@ -30,6 +30,7 @@ from repl.steering import (
     loaded_names,
     parse_layers,
     provenance_for,
+    recommended_mode,
     vector_or_error,
 )
 from vectors import (
@@ -77,7 +78,9 @@ def sparkline(values: list[float]) -> str:
 def suggestion(vec: SteeringVector) -> str:
     a, b = vec.recommended_range or (1, vec.n_layer - 1)
     strength = vec.recommended_strength if vec.recommended_strength is not None else 1.0
-    return f"/steer {vec.name} {strength:g} --layers {a}-{b}"
+    mode = recommended_mode(vec)  # /steer uses it anyway; the line says so
+    tail = "" if mode == "add" else f" --mode {mode}"
+    return f"/steer {vec.name} {strength:g} --layers {a}-{b}{tail}"
 
 
 def project_suggestion(vec: SteeringVector) -> str:

@@ -162,6 +162,7 @@ def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> 
     result = core.run_job(outcome, lambda done, total: progress.append((done, total)))
     assert not result.errors, result.errors
     assert result.lines()[0] == "built vector 'sea' (focus, 3 pairs)"
+    assert "apply it: /steer sea 1 --layers 5-9 --mode messages" in result.lines()
     assert progress[-1] == (15, 15) and progress == sorted(progress)
     vec = core.steering.vectors["sea"]
     meta = vec.meta
