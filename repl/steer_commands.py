@@ -175,6 +175,11 @@ def calibration_report(vec: SteeringVector) -> list[str]:
             + (f" --mode {cal['mode']}" if cal.get("mode") in READ_MODES else "")
             + " on a question of yours"
         )
+        if vec.meta.get("method") in ("mean", "pca"):  # read at the last prompt token
+            lines.append(
+                "  a topic or a tone may move further with /contrast ... --method focus "
+                "(cheerfulness and food did, excitement did not: docs/efficacy.md)"
+            )
     return lines
 
 

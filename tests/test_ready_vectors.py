@@ -48,6 +48,7 @@ def test_vector_show_says_when_the_effect_was_too_small_to_show_a_plateau(core: 
     # its gains were under 0.1 nat/token, so the pick went by fluency, and the report says so
     assert "note: the effect grew at most +0.06 nat/token (under 0.1), too little to show" in text
     assert "compare /sweep excited 0.5,0.7,1 on a question of yours" in text
+    assert "may move further with /contrast ... --method focus" in text  # built with mean
 
 
 def test_a_clear_effect_gets_no_note(core: Core) -> None:
