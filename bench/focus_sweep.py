@@ -59,7 +59,9 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=RATIO)
     parser.add_argument("--set", choices=sorted(QUESTION_SETS), default="both")
     parser.add_argument("--questions", type=int, default=16, help="the first N of the set")
-    parser.add_argument("--mode", choices=("add", "prompt", "messages"), default="messages")
+    parser.add_argument(
+        "--mode", choices=("add", "prompt", "messages", "content"), default="messages"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-prompt", action="store_true", help="skip the prompt's row")
     args = parser.parse_args()

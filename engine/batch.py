@@ -89,7 +89,8 @@ class Batch:
     ) -> list[Reply] | None:
         """Greedy replies to `prompts` under the steering in force, written side by side;
         None if cancelled. The same prompt twice is written once (greedy: the same reply).
-        `plains`: each prompt's `ChatContext.system_end`, for message-scoped steering."""
+        `plains`: each prompt's `ChatContext.system_end`, for message-scoped steering; with
+        content-scoped steering each prompt's closing tokens are read under their own."""
         if not prompts:
             return []
         ctx = self.ctx
@@ -101,7 +102,8 @@ class Batch:
                     raise BatchFull("message-scoped steering needs one system prompt per batch")
                 plain = plains[0]
             unique = [list(p) for p in dict.fromkeys(tuple(p) for p in prompts)]
-            seqs, rows = self._read(unique, cancel, plain)
+            closing = ctx.closing_tokens() if ctx._closing else 0
+            seqs, rows = self._read(unique, cancel, plain, closing)
             if seqs is None:
                 return None
             t_first = time.perf_counter()
@@ -157,13 +159,15 @@ class Batch:
         return len(out[i]) < max_tokens
 
     def _read(
-        self, prompts: list[list[int]], cancel, plain: int = 0
+        self, prompts: list[list[int]], cancel, plain: int = 0, closing: int = 0
     ) -> tuple[list[int] | None, list]:
         """Evaluate prompts as a prefix tree under the prompt's steering (the tokens before
-        `plain` under the system prompt's, with message-scoped steering); each keeps a
+        `plain` under the system prompt's, with message-scoped steering, and each prompt's
+        last `closing` under the closing tokens', with content-scoped steering); each keeps a
         sequence of its own. Returns the sequences and each prompt's last-token logits."""
         ctx = self.ctx
-        steps, planned = self._plan(prefix_tree(prompts, [1] * len(prompts)), len(prompts))
+        ks = [max(1, closing)] * len(prompts)  # a leaf holds its prompt's closing tokens
+        steps, planned = self._plan(prefix_tree(prompts, ks), len(prompts))
         seqs: list[int] = [0] * len(prompts)
         firsts: list[np.ndarray] = [np.zeros(0)] * len(prompts)
         ctx._apply("read")
@@ -175,9 +179,12 @@ class Batch:
                 for src, dst in step.copies:
                     llama_cpp.llama_memory_seq_cp(ctx._mem, src, dst, -1, -1)
                 nodes = self._read_system(step.nodes, plain) if plain else step.nodes
+                if closing:
+                    nodes = self._read_body(nodes, closing)
                 for node, logits in self._decode_nodes(nodes) if nodes else []:
                     for p in node.prompts:
                         seqs[p], firsts[p] = node.seq, logits
+                ctx._apply("read")
             done = True
         finally:  # the plan's sequences that hold no prompt go back (all, if it stopped)
             self._release([s for s in planned if not done or s not in seqs])
@@ -218,6 +225,22 @@ class Batch:
             self.ctx._apply("system")
             self._run(rows)
             self.ctx._apply("read")
+        return rest
+
+    def _read_body(self, nodes: list[Node], closing: int) -> list[Node]:
+        """Decode the nodes' tokens but each prompt's last `closing` under the prompt's
+        steering; the leaves' closing tokens left, to be read under the closing steering."""
+        body, rest = [], []
+        for node in nodes:
+            cut = len(node.tokens) - closing if node.prompts else len(node.tokens)
+            if cut > 0:
+                body.append(replace(node, tokens=node.tokens[:cut], prompts=[]))
+            if cut < len(node.tokens):
+                rest.append(replace(node, tokens=node.tokens[cut:], start=node.start + cut))
+        if body:
+            self._decode_nodes(body)
+        if rest:
+            self.ctx._apply("tail")
         return rest
 
     def _decode_nodes(self, nodes: list[Node]) -> list[tuple[Node, np.ndarray]]:

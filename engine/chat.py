@@ -142,6 +142,11 @@ class ChatContext:
         self._system: np.ndarray | None = None
         self._split = False
         self._system_ends: dict[tuple, int] = {}
+        # Content-scoped steering (`_closing`): the prompt's closing tokens (the end of the
+        # last message and the assistant's header, `closing_tokens`) are read under `_tail`.
+        self._tail: np.ndarray | None = None
+        self._closing = False
+        self._closing_n: int | None = None
         self._phase = "write"
         self._loras: tuple[tuple[object, float], ...] = ()  # (adapter handle, scale) in force
         self._batch_open = False  # an engine.batch.Batch holds sequences 1..
@@ -255,6 +260,7 @@ class ChatContext:
         buffer: np.ndarray | None,
         prompt: np.ndarray | None = None,
         messages: np.ndarray | None = None,
+        content: np.ndarray | None = None,
     ) -> bool:
         """Apply a full control-vector buffer, or None for no steering; True if it changed.
 
@@ -274,21 +280,39 @@ class ChatContext:
         `buffer` and `prompt` only. A topic vector added to the system prompt as well turned
         the assistant itself towards the topic and broke the text one step past where it did
         nothing (docs/efficacy.md, "Messages mode").
+
+        `content` (same shape) is added like `messages`, but not while the prompt's closing
+        tokens are read either (`closing_tokens`: the end of the last message and the
+        assistant's header). Those tokens steered were what made a topic vector break off one
+        step past its pick (docs/efficacy.md, "The assistant's header read plain"). A reply
+        is then forgotten back to before them, so that the next turn reads them inside the
+        conversation, under `content`, as a fresh read of it would.
         """
         write = self._flat(buffer)
         extra = self._flat(prompt)
         more = self._flat(messages)
+        body = self._flat(content)
         system = _plus(write, extra)
-        read = None if extra is None and more is None else _plus(system, more)
-        split = more is not None
+        tail = _plus(system, more)
+        read = None if extra is None and more is None and body is None else _plus(tail, body)
+        split = more is not None or body is not None
+        closing = body is not None
         key = None
         if write is not None or read is not None:
-            key = (_key(write), _key(read), split, _key(system) if split else None)
+            key = (
+                _key(write),
+                _key(read),
+                split,
+                _key(system) if split else None,
+                closing,
+                _key(tail) if closing else None,
+            )
         if key == self._control:
             return False
         with self._lock:
             self._writing, self._reading = write, read
             self._system, self._split = system, split
+            self._tail, self._closing = tail, closing
             self._phase = ""
             self._apply("write")
             self._control = key
@@ -308,8 +332,8 @@ class ChatContext:
         return data
 
     def _apply(self, phase: str) -> None:
-        """Put the control vector of `phase` ("read", "system" or "write") in force in
-        llama.cpp."""
+        """Put the control vector of `phase` ("read", "system", "tail" or "write") in force
+        in llama.cpp."""
         if phase == self._phase:
             return
         n_embd, n_layer = self.model.n_embd, self.model.n_layer
@@ -318,6 +342,8 @@ class ChatContext:
             data = self._reading
         elif phase == "system" and self._split:
             data = self._system
+        elif phase == "tail" and self._closing:
+            data = self._tail
         if data is None:
             rc = llama_cpp.llama_set_adapter_cvec(self._ptr, None, 0, n_embd, -1, -1)
         else:
@@ -383,16 +409,39 @@ class ChatContext:
             self._system_ends[key] = same
         return self._system_ends[key]
 
+    def closing_tokens(self) -> int:
+        """How many tokens end every prompt after the text of its last message: the end of
+        that message and the assistant's header, which content-scoped steering leaves
+        unsteered. Found as the tokens two stand-in messages have in common at the end."""
+        if self._closing_n is None:
+            a, b = (self.prompt_tokens([{"role": "user", "content": c}]) for c in "ab")
+            same = 0
+            while same < min(len(a), len(b)) - 1 and a[-1 - same] == b[-1 - same]:
+                same += 1
+            self._closing_n = same
+        return self._closing_n
+
     def _plain(self, messages: list[dict[str, str]]) -> int:
         """Where message-scoped steering starts in this conversation's prompt (0: none)."""
         return self.system_end(messages) if self._split else 0
 
-    def _read(self, tokens: list[int], plain: int, cancelled=None) -> bool:
+    def _closed(self, prompt: list[int]) -> int:
+        """Where content-scoped steering stops in `prompt` (its length: it does not)."""
+        return len(prompt) - self.closing_tokens() if self._closing else len(prompt)
+
+    def _read(self, tokens: list[int], plain: int, closed: int, cancelled=None) -> bool:
         """Evaluate `tokens`, the prompt's next ones after the cached, in batches; with
         message-scoped steering those before position `plain` (`system_end`) go first, under
-        their own phase. False if cancelled between batches."""
-        cut = max(0, min(len(tokens), plain - len(self._cached))) if self._split else 0
-        for piece, phase in ((tokens[:cut], "system"), (tokens[cut:], "read")):
+        their own phase, and with content-scoped steering those from position `closed` on go
+        last, under theirs. False if cancelled between batches."""
+        n = len(self._cached)
+        cut = max(0, min(len(tokens), plain - n)) if self._split else 0
+        stop = max(cut, min(len(tokens), closed - n))
+        for piece, phase in (
+            (tokens[:cut], "system"),
+            (tokens[cut:stop], "read"),
+            (tokens[stop:], "tail"),
+        ):
             for start in range(0, len(piece), self.n_batch):
                 if cancelled is not None and cancelled():
                     return False
@@ -426,7 +475,8 @@ class ChatContext:
 
     def _forget_after(self, n: int) -> None:
         """Drop the cached tokens after the first n (a reply written under prompt-scoped
-        steering, to be read again under it next turn)."""
+        steering, to be read again under it next turn; with content-scoped steering the
+        prompt's closing tokens too)."""
         if len(self._cached) > n:
             if not llama_cpp.llama_memory_seq_rm(self._mem, 0, n, -1):
                 self.reset()  # a cache that cannot drop a tail: read everything again
@@ -462,7 +512,7 @@ class ChatContext:
                 return []
             self._prepare(prompt)  # keeps at most len(prompt)-1 tokens: every logit is fresh
             head = prompt[len(self._cached) : len(prompt) - 1]
-            self._read(head, self._plain(messages))
+            self._read(head, self._plain(messages), self._closed(prompt))
             # each token from the prompt's last on predicts the next one
             tail = tokens[len(prompt) - 1 : -1]
             scores: list[float] = []
@@ -520,7 +570,7 @@ class ChatContext:
         evaluated = n_eval
         cancelled = cancel.is_set if cancel is not None else (lambda: False)
         pending = prompt[len(prompt) - n_eval :]
-        if not self._read(pending, self._plain(messages), cancelled):
+        if not self._read(pending, self._plain(messages), self._closed(prompt), cancelled):
             return self._reply("", [], "interrupted", t0, None, 0.0, prompt, evaluated, seed)
         return self._stream(prompt, evaluated, sampling, seed, on_token, cancelled, t0)
 
@@ -568,7 +618,7 @@ class ChatContext:
         finally:
             llama_cpp.llama_sampler_free(sampler)
             if self._reading is not None:
-                self._forget_after(len(prompt))
+                self._forget_after(self._closed(prompt))
         tail = decoder.decode(b"", final=True)
         if tail:
             parts.append(tail)

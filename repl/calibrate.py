@@ -270,7 +270,7 @@ def calibrate(
     cancel: threading.Event | None = None,
 ) -> Calibration | None:
     """Walk the strength ladder for vector `name` alone (other vectors off) in `mode` ("add"
-    "prompt" or "messages"); None if cancelled. It recommends `margin` x the strength it picks.
+    or a read mode); None if cancelled. It recommends `margin` x the strength it picks.
 
     From the mode's start it climbs while replies stay fluent, or steps down until they are.
     With instructions, the replies to the positively instructed prompt are measured first:

@@ -62,7 +62,7 @@ class Batched:
         ctx = self.core.ctx
         prompts = [ctx.prompt_tokens(m) for m in conversations]
         plains = None
-        if isinstance(control, Control) and control.messages is not None:
+        if isinstance(control, Control) and control.scoped:
             plains = [ctx.system_end(m) for m in conversations]
         return self.batch.write(prompts, max_tokens, cancel, on_done, plains)
 
@@ -261,7 +261,7 @@ class Core:
             self.ctx.set_control(control)
             return
         self.ctx.set_adapters(control.adapters)
-        self.ctx.set_control(control.buffer, control.prompt, control.messages)
+        self.ctx.set_control(control.buffer, control.prompt, control.messages, control.content)
 
     def _unanswered(self, exc: Exception, backup: list[Turn] | None) -> Outcome:
         """Undo the line that asked for a reply that could not be made, live and on disk."""

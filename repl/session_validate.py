@@ -26,7 +26,7 @@ from repl.session_data import (
 )
 
 # repl.steering.MODES (not imported: it loads llama.cpp)
-_MODES = ("add", "project", "prompt", "messages")
+_MODES = ("add", "project", "prompt", "messages", "content")
 _EXAMPLE_TIME = "2026-11-29T10:00:00+00:00"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 

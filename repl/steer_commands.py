@@ -234,6 +234,13 @@ def _num(value: float | None, signed: bool = False) -> str:
             "flag",
             help="skip the calibration that measures which strength stays fluent",
         ),
+        Arg(
+            "--mode",
+            "choice",
+            ("add", *READ_MODES),
+            help="the /steer mode the calibration measures and the vector recommends "
+            "(default: add; prompt for --method replies; messages for --method focus)",
+        ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
     '"Respond in great detail, at length."  For a topic: /contrast sea "Relate your answer '
@@ -279,6 +286,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     written = method in ("replies", "focus")
     # written vectors steer the conversation as it is read (a focus one not its system prompt)
     mode = ("messages" if method == "focus" else "prompt") if written else "add"
+    mode = args["mode"] or mode
     if written:
         provenance["reply_tokens"] = REPLY_TOKENS
 
@@ -349,7 +357,7 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
                 core.steering.vectors.pop(name, None)
                 return cancelled
             vec.meta.update(result.meta())
-        elif written:
+        elif written or args["mode"] is not None:
             vec.meta["recommended_mode"] = mode
         head = f"built vector {name!r} ({method}, {len(pairs)} pairs)"
         return Outcome(view=VectorReport(vec, head), changed=True)
@@ -440,7 +448,8 @@ def _name(raw: str) -> str:
             "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA); "
             "prompt: add it only while the model reads the conversation, not while it "
             "writes (topics; the default for a --method replies or focus vector); "
-            "messages: as prompt, but not while it reads the system prompt",
+            "messages: as prompt, but not while it reads the system prompt; content: as "
+            "messages, nor while it reads the assistant's header that ends the prompt",
         ),
         Arg(
             "--targets",
@@ -450,7 +459,7 @@ def _name(raw: str) -> str:
     ),
     details="Without a strength or range the vector's recommendations for the mode apply. "
     "Changes take effect from the next reply; the conversation so far is re-read under the "
-    "new steering. Add-, project-, prompt- and messages-mode vectors compose.",
+    "new steering. Vectors of every mode compose.",
     name=active_names,
 )
 def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:

@@ -73,8 +73,8 @@ def library_names() -> list[str]:
     return sorted(p.stem for p in library_dir().glob("*.gguf") if NAME_RE.match(p.stem))
 
 
-MODES = ("add", "project", "prompt", "messages")
-READ_MODES = ("prompt", "messages")  # added only while the conversation is read
+MODES = ("add", "project", "prompt", "messages", "content")
+READ_MODES = ("prompt", "messages", "content")  # added only while the conversation is read
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class Active:
     is `prompt` without the system prompt: the tokens before the first message's text are
     read unsteered, so the vector turns what is asked rather than who answers (a focus
     vector stayed fluent one step further that way; docs/efficacy.md, "Messages mode").
+    `content` is `messages` without the prompt's closing tokens either (the end of the last
+    message and the assistant's header): steered, they made a topic vector break off one step
+    past its pick; read plain, the replies turn to the topic further up (docs/efficacy.md,
+    "Content mode").
     """
 
     strength: float
@@ -126,13 +130,20 @@ def recommended_mode(vec: SteeringVector) -> str:
 class Control:
     """Everything llama.cpp needs for one steering setting: the summed control-vector buffer of
     the add-mode vectors, the projection adapters with their scales, and the buffers of the
-    prompt-mode vectors (added only while the conversation is read) and of the messages-mode
-    ones (the same, but not while the system prompt is read)."""
+    prompt-mode vectors (added only while the conversation is read), of the messages-mode
+    ones (the same, but not while the system prompt is read) and of the content-mode ones
+    (nor while the prompt's closing tokens are read)."""
 
     buffer: np.ndarray | None
     adapters: list[tuple[LoraAdapter, float]]
     prompt: np.ndarray | None = None
     messages: np.ndarray | None = None
+    content: np.ndarray | None = None
+
+    @property
+    def scoped(self) -> bool:
+        """Steering that reads the system prompt apart from the messages."""
+        return self.messages is not None or self.content is not None
 
 
 def file_sha256(path: Path) -> str:
@@ -160,7 +171,7 @@ class Steering:
         self, active: dict[str, Active] | None = None, mode: str = "add"
     ) -> np.ndarray | None:
         """The control-vector buffer for llama.cpp of the vectors in `active` (by default the
-        vectors now on) that are in `mode` ("add", "prompt" or "messages"), or None when there
+        vectors now on) that are in `mode` ("add" or a read mode), or None when there
         are none."""
         items = list((self.active if active is None else active).items())
         parts = [(self.vectors[n], a.strength, a.layers) for n, a in items if a.mode == mode]
@@ -185,6 +196,7 @@ class Steering:
             adapters,
             self.buffer(chosen, "prompt"),
             self.buffer(chosen, "messages"),
+            self.buffer(chosen, "content"),
         )
 
     def adapter(self, name: str, layers: tuple[int, int], targets: tuple[str, ...]) -> LoraAdapter:

@@ -311,7 +311,7 @@ class SteeringRack(Widget, can_focus=True):
             pointer = "▸ " if mine and self.has_focus else "  "
             state = ("ON", "bold $success") if act else ("off", "$text-muted")
             shown = act or self.last.get(name)
-            marks = {"project": "  ⊥ project", "prompt": "  ▹ prompt", "messages": "  ▹ messages"}
+            marks = {"project": "  ⊥ project", **{m: f"  ▹ {m}" for m in READ_MODES}}
             mode = (marks[shown.mode], "$accent") if shown and shown.mode in marks else ""
             parts += [
                 "\n",

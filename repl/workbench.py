@@ -224,6 +224,7 @@ class Sweep:
         how = f" projected out of {'+'.join(self.targets)}" if self.mode == "project" else ""
         how = " while reading the prompt" if self.mode == "prompt" else how
         how = " while reading the messages" if self.mode == "messages" else how
+        how = " while reading the messages' text" if self.mode == "content" else how
         return (
             f"sweep {self.vector}{how} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
             f"prompt: {self.prompt}"

@@ -104,8 +104,8 @@ def _strengths(raw: str) -> list[float]:
             "--mode",
             "choice",
             MODES,
-            help="add, project, prompt or messages (default: the vector's mode if it is on, else "
-            "its recommended mode)",
+            help="add, project, prompt, messages or content (default: the vector's mode if it "
+            "is on, else its recommended mode)",
         ),
     ),
     details="Each row shows the reply length, how much of it repeats (share of repeated "

@@ -117,6 +117,11 @@ def test_no_calibrate_keeps_the_uncalibrated_default(core: Core) -> None:
     vec = core.steering.vectors["quick"]
     assert "calibration" not in vec.meta and vec.recommended_strength == 1.0
     assert not any("calibration:" in line for line in result.lines())
+    # --mode names the mode a vector recommends (here with nothing measured in it)
+    line = f'/contrast moded "{TERSE}" "{VERBOSE}" --n 2 --no-calibrate --mode content'
+    lines = core.run_job(core.submit(line)).lines()
+    assert any(x.startswith("apply it: /steer moded 1 ") and "--mode content" in x for x in lines)
+    assert core.steering.activate("moded", None, None, None).mode == "content"
 
 
 def test_esc_during_calibration_builds_nothing(core: Core) -> None:

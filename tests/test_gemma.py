@@ -66,9 +66,10 @@ def test_gemma_template_renders_gemma_turns(gemma) -> None:
     assert gemma.tokenize("<start_of_turn>")[0] in tokens  # a special token, not text
 
 
-def test_messages_mode_leaves_the_system_prompt_in_the_first_turn_plain(gemma) -> None:
+def test_read_scoped_steering_finds_the_question_in_gemma_turns(gemma) -> None:
     """The `gemma` format has no system turn: the system prompt opens the first user turn,
-    and messages-mode steering starts after it, at the question's own text."""
+    and messages-mode steering starts after it, at the question's own text; content mode's
+    closing tokens are Gemma's end of turn and model header."""
     ctx = ChatContext(gemma, n_ctx=512)
     try:
         messages = [{"role": "system", "content": "Be brief."}, *user("How is paper made?")]
@@ -78,6 +79,9 @@ def test_messages_mode_leaves_the_system_prompt_in_the_first_turn_plain(gemma) -
         assert gemma.detokenize(prompt[cut:]).startswith("How is paper made?")
         bare = gemma.chat_tokens(user("How is paper made?"))
         assert gemma.detokenize(bare[ctx.system_end(user("x")) :]).startswith("How is paper")
+        k = ctx.closing_tokens()
+        assert prompt[-k:] == gemma.tokenize("<end_of_turn>\n<start_of_turn>model\n")
+        assert gemma.detokenize(prompt[cut:-k]) == "How is paper made?"
     finally:
         ctx.close()
 

@@ -91,9 +91,9 @@ def test_prompt_steering_is_recorded_and_replays(tmp_path) -> None:
     assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"
 
 
-def _by_hand(model: Model, prompt: list[int], cut: int, buf: np.ndarray, n: int) -> list[int]:
-    """Messages mode written out in llama.cpp's own calls: the prompt up to `cut` read with
-    no control vector, the rest under `buf`, then `n` greedy tokens with none."""
+def _by_hand(model: Model, pieces: list[tuple[list[int], np.ndarray | None]], n: int) -> list[int]:
+    """Read-time steering written out in llama.cpp's own calls: each piece of the prompt read
+    under its control vector (None: none), then `n` greedy tokens with none."""
     ctx = ChatContext(model, n_ctx=2048)
     n_embd, n_layer = model.n_embd, model.n_layer
 
@@ -109,10 +109,9 @@ def _by_hand(model: Model, prompt: list[int], cut: int, buf: np.ndarray, n: int)
 
     out: list[int] = []
     try:
-        cvec(None)
-        decode(prompt[:cut])
-        cvec(np.ascontiguousarray(buf, dtype=np.float32).ravel())
-        decode(prompt[cut:])
+        for tokens, buf in pieces:
+            cvec(None if buf is None else np.ascontiguousarray(buf, dtype=np.float32).ravel())
+            decode(tokens)
         cvec(None)
         while len(out) < n:
             logits = np.ctypeslib.as_array(
@@ -142,7 +141,8 @@ def test_messages_mode_reads_the_system_prompt_plain(core: Core) -> None:
     control = steering.control()
     assert control.buffer is None and control.prompt is None and control.messages is not None
     messaged = core.answer(messages, control, SHORT)
-    assert messaged.token_ids == _by_hand(core.model, prompt, cut, control.messages, 32)
+    pieces = [(prompt[:cut], None), (prompt[cut:], control.messages)]
+    assert messaged.token_ids == _by_hand(core.model, pieces, 32)
     steering.activate("terse", STRENGTH, (9, 13), "prompt")
     prompted = core.answer(messages, steering.control(), SHORT)
     assert prompted.token_ids != messaged.token_ids
@@ -158,10 +158,50 @@ def test_messages_mode_reads_the_system_prompt_plain(core: Core) -> None:
             batch.answer([messages, other], steering.control(), 4)
 
 
-def test_messages_steering_is_recorded_and_replays(tmp_path) -> None:
-    lines = f"/vector load terse\n/steer terse 1.5 --mode messages\n{QUESTION}\nWhy?\n"
+def test_content_mode_reads_the_closing_tokens_plain(core: Core) -> None:
+    """`--mode content` is messages mode with the prompt's closing tokens (the end of the
+    question and the assistant's header) read unsteered too: its reply is the one llama.cpp
+    writes that way, the batch writes the same, and after a turn the cache keeps the
+    conversation up to the question's text, so the next turn reads the closing tokens inside
+    the conversation, under the vector, as a fresh read would."""
+    steering, messages = core.steering, user(QUESTION)
+    prompt = core.model.chat_tokens(messages)
+    cut, k = core.ctx.system_end(messages), core.ctx.closing_tokens()
+    assert prompt[-k:] == core.model.tokenize("<|im_end|>\n<|im_start|>assistant\n")
+    assert core.model.detokenize(prompt[cut:-k]) == QUESTION
+    steering.activate("terse", STRENGTH, (9, 13), "content")
+    control = steering.control()
+    assert control.messages is None and control.content is not None
+    content = core.answer(messages, control, SHORT)
+    pieces = [(prompt[:cut], None), (prompt[cut:-k], control.content), (prompt[-k:], None)]
+    assert content.token_ids == _by_hand(core.model, pieces, 32)
+    assert core.ctx.n_cached == len(prompt) - k
+    steering.activate("terse", STRENGTH, (9, 13), "messages")
+    assert core.answer(messages, steering.control(), SHORT).token_ids != content.token_ids
+    steering.activate("terse", STRENGTH, (9, 13), "content")
+    with core.batch() as batch:
+        assert batch.answer([messages], control, 32)[0].token_ids == content.token_ids
+        assert all(r.tokens for r in batch.answer([messages, user("Why?")], control, 8))
+    # the next turn reads the first one's closing tokens under the vector: the cache the first
+    # turn left is a prefix of the second's prompt, and it ends where the second's closing begin
+    core.answer(messages, control, SHORT)
+    second = [*messages, {"role": "assistant", "content": content.text}, *user("Why?")]
+    longer = core.model.chat_tokens(second)
+    assert longer[: len(prompt) - k] == prompt[:-k] and longer[len(prompt) - k] == prompt[-k]
+    assert (
+        core.answer(second, control, SHORT).prompt_tokens_evaluated == len(longer) - len(prompt) + k
+    )
+    assert core.ctx.n_cached == len(longer) - k
+
+
+def test_read_scoped_steering_is_recorded_and_replays(tmp_path) -> None:
+    """A turn in messages mode, then one in content mode, recorded and replayed exactly."""
+    lines = (
+        f"/vector load terse\n/steer terse 1.5 --mode messages\n{QUESTION}\n"
+        "/steer terse 1.5 --mode content\nWhy?\n"
+    )
     replies, doc, check = record_and_replay(tmp_path, lines, 24)
-    assert [r["steering"][0]["mode"] for r in replies] == ["messages", "messages"]
-    assert doc["steering"][0]["mode"] == "messages"
+    assert [r["steering"][0]["mode"] for r in replies] == ["messages", "content"]
+    assert doc["steering"][0]["mode"] == "content"
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.splitlines()[-1] == "replay: 2 identical, 0 different"
