@@ -207,8 +207,9 @@ class Concept:
 
 
 # Topics are built as the README advises for a topic (since 2026-12-07; `--method replies`
-# before, which the tables in docs/efficacy.md before that date used).
-TOPIC_METHOD = "--method focus"
+# before, which the tables in docs/efficacy.md before that date used; `--mode content` since
+# 2026-12-07, late).
+TOPIC_METHOD = "--method focus --mode content"
 
 CONCEPTS = [
     Concept(
@@ -394,8 +395,9 @@ def build_line(concept: Concept, extra: str, ready: bool) -> str:
     if ready:
         return f"/vector load {shlex.quote(str(bundled_path(concept.name)))} {concept.name}"
     own = concept.options
-    if "--method" in extra.split():  # the run's --method replaces the concept's own
-        own = re.sub(r"--method \S+", "", own)
+    for flag in ("--method", "--mode"):  # the run's replaces the concept's own
+        if flag in extra.split():
+            own = re.sub(rf"{flag} \S+", "", own)
     options = f"{own} {extra}".strip()
     return (
         f"/contrast {concept.name} {shlex.quote(concept.positive)} "
@@ -492,7 +494,8 @@ def main() -> None:
     parser.add_argument(
         "--options",
         default="",
-        help="extra /contrast options for every concept (a --method replaces the concept's)",
+        help="extra /contrast options for every concept (a --method or --mode replaces the "
+        "concept's)",
     )
     parser.add_argument(
         "--questions",
