@@ -239,12 +239,13 @@ def _num(value: float | None, signed: bool = False) -> str:
             "choice",
             ("add", *READ_MODES),
             help="the /steer mode the calibration measures and the vector recommends "
-            "(default: add; prompt for --method replies; messages for --method focus)",
+            "(default: add; prompt for --method replies; messages for --method focus, and "
+            "content moves a topic further)",
         ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
     '"Respond in great detail, at length."  For a topic: /contrast sea "Relate your answer '
-    'to the sea and ships." "Answer the question." --method focus',
+    'to the sea and ships." "Answer the question." --method focus --mode content',
 )
 def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     name = _name(args["name"])
