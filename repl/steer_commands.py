@@ -180,6 +180,11 @@ def calibration_report(vec: SteeringVector) -> list[str]:
                 "  a topic or a tone may move further with /contrast ... --method focus "
                 "(cheerfulness and food did, excitement did not: docs/efficacy.md)"
             )
+    if vec.meta.get("method") == "focus" and cal.get("mode") == "messages":
+        lines.append(
+            "  a topic may move further in content mode: /contrast ... --method focus --mode "
+            "content (sea, music, sports and food did, cheerfulness did not: docs/efficacy.md)"
+        )
     return lines
 
 

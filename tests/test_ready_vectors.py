@@ -49,6 +49,11 @@ def test_vector_show_says_when_the_effect_was_too_small_to_show_a_plateau(core: 
     assert "note: the effect grew at most +0.06 nat/token (under 0.1), too little to show" in text
     assert "compare /sweep excited 0.5,0.7,1 on a question of yours" in text
     assert "may move further with /contrast ... --method focus" in text  # built with mean
+    assert "content mode" not in text
+    # a focus vector calibrated in messages mode points a topic to content mode
+    assert not core.submit("/vector load cheerful").errors
+    text = "\n".join(core.submit("/vector show cheerful").view.lines())
+    assert "a topic may move further in content mode: /contrast ... --method focus" in text
 
 
 def test_a_clear_effect_gets_no_note(core: Core) -> None:
