@@ -453,9 +453,10 @@ def _name(raw: str) -> str:
             "the default); project: remove strength x the outputs' component along the "
             "vector's direction (1 cancels it, negative amplifies it; a rank-1 LoRA); "
             "prompt: add it only while the model reads the conversation, not while it "
-            "writes (topics; the default for a --method replies or focus vector); "
-            "messages: as prompt, but not while it reads the system prompt; content: as "
-            "messages, nor while it reads the assistant's header that ends the prompt",
+            "writes (the default for a --method replies vector); messages: as prompt, but "
+            "not while it reads the system prompt (the default for a focus vector); content: "
+            "as messages, nor while it reads the assistant's header that ends the prompt "
+            "(topics move further)",
         ),
         Arg(
             "--targets",
