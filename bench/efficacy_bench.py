@@ -508,6 +508,13 @@ def main() -> None:
         "--ready", action="store_true", help="measure the shipped ready-made vectors as loaded"
     )
     parser.add_argument("--max-tokens", type=int, default=150)
+    parser.add_argument(
+        "--dry",
+        type=float,
+        default=0.0,
+        help="DRY penalty (/set dry) on every condition's replies: unsteered, prompt and steer "
+        "alike; the vector's build and calibration are unchanged (default 0: plain greedy)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
     parser.add_argument("--show", action="store_true", help="print every steered reply")
     parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
@@ -522,7 +529,7 @@ def main() -> None:
     if len(concepts) != len(wanted):
         raise SystemExit(f"unknown concept in {wanted}; known: {known}")
     model = Model()
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens)
+    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, dry=args.dry)
     ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
     core = Core(model, ctx, sampling)
     core.steering._probe = Probe(model, n_threads=args.threads)
@@ -543,7 +550,8 @@ def main() -> None:
         f"{' (the ready-made vectors as shipped)' if args.ready else ''}: "
         f"{len(questions)} unseen questions "
         f"({set_label(args.questions)}), "
-        f"greedy, {args.max_tokens}-token cap, {time.perf_counter() - start:.0f} s.",
+        f"greedy{f' with DRY {args.dry:g}' if args.dry else ''}, {args.max_tokens}-token cap, "
+        f"{time.perf_counter() - start:.0f} s.",
         "",
         *table(results),
         "",

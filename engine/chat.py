@@ -46,6 +46,14 @@ class Sampling:
     top_k: int = 40
     max_tokens: int = 512
     seed: int | None = None
+    dry: float = 0.0  # DRY repetition penalty's multiplier; 0 = off
+
+
+# llama.cpp's DRY defaults (common/common.h): a repeat is penalised once it is longer than
+# DRY_ALLOWED tokens, by dry x DRY_BASE^(length - DRY_ALLOWED); these break a repeat's chain.
+DRY_BASE = 1.75
+DRY_ALLOWED = 2
+DRY_BREAKERS = (b"\n", b":", b'"', b"*")
 
 
 @dataclass
@@ -74,8 +82,18 @@ class Reply:
 TokenCallback = Callable[[str], None]
 
 
-def _sampler(sampling: Sampling, seed: int | None) -> llama_cpp.llama_sampler_p:
+def _sampler(
+    sampling: Sampling, seed: int | None, vocab: llama_cpp.llama_vocab_p, window: int
+) -> llama_cpp.llama_sampler_p:
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if sampling.dry > 0:
+        # first, as in llama.cpp's own chain; it sees the tokens of the reply being written
+        # (llama_sampler_sample accepts each), over the whole context window
+        breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
+        dry = llama_cpp.llama_sampler_init_dry(
+            vocab, sampling.dry, DRY_BASE, DRY_ALLOWED, window, breakers, len(DRY_BREAKERS)
+        )
+        llama_cpp.llama_sampler_chain_add(chain, dry)
     if sampling.temperature <= 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -577,7 +595,7 @@ class ChatContext:
     def _stream(self, prompt, evaluated, sampling, seed, on_token, cancelled, t0) -> Reply:
         model, one = self.model, self._one
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        sampler = _sampler(sampling, seed)
+        sampler = _sampler(sampling, seed, model.vocab, self.n_ctx)
         out: list[int] = []
         parts: list[str] = []
         t_first = t_last = None

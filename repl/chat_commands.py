@@ -93,6 +93,7 @@ SETTINGS = {
     "top_k": (_int_in(0, 100_000), "sample among the k likeliest tokens (0 = all)"),
     "max_tokens": (_int_in(1, 1_000_000), "longest reply, in tokens"),
     "seed": (_seed, "sampling seed, or 'random' for a new one each reply"),
+    "dry": (_float_in(0.0, 5.0), "DRY penalty on a reply repeating itself, 0 = off (try 0.8)"),
 }
 
 

@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample among the K likeliest tokens, 0 = all (default 40)",
     )
     chat.add_argument(
+        "--dry",
+        type=_setting("dry"),
+        default=0.0,
+        metavar="F",
+        help="DRY penalty on a reply repeating its own text, 0 = off (llama.cpp's --dry-"
+        "multiplier; try 0.8) (default 0)",
+    )
+    chat.add_argument(
         "--seed",
         type=_setting("seed"),
         metavar="N",
@@ -418,6 +426,7 @@ def _build_vector(args: argparse.Namespace) -> int:
 
     args.ctx, args.threads, args.system, args.no_session = 512, None, None, True
     args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed = 0, 1, 0, 1, None
+    args.dry = 0.0
     try:
         core = _load(args)
     except Exception as exc:  # ModelLoadError, EngineError: already one line
@@ -466,6 +475,7 @@ def _load(args: argparse.Namespace):
         top_k=args.top_k,
         max_tokens=args.max_tokens,
         seed=args.seed,
+        dry=args.dry,
     )
     return Core(model, ctx, sampling, system=args.system)
 

@@ -48,7 +48,9 @@ def new_session_path() -> Path:
 
 
 def sampling_dict(sampling: Sampling) -> dict:
-    return {k: v for k, v in asdict(sampling).items() if v is not None}
+    """Absent means the default: a random seed, no DRY (so files from before DRY are as
+    they were)."""
+    return {k: v for k, v in asdict(sampling).items() if v is not None and (k != "dry" or v)}
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -234,7 +234,8 @@ def _template(f: _Fields, name: str, value: object) -> dict:
 
 
 def _sampling(f: _Fields, name: str, value: object) -> dict:
-    """The four settings are required; seed is optional (absent = a random seed each reply).
+    """The four settings are required; seed and dry are optional (absent = a random seed each
+    reply, no DRY penalty).
     Only impossible values are refused here; the chat applies its own limits on restore."""
     table = f.table(name, value)
     prefix = f"{name}."
@@ -247,6 +248,8 @@ def _sampling(f: _Fields, name: str, value: object) -> dict:
     out.pop("seed", None)
     if seed is not None:
         out["seed"] = seed
+    if "dry" in table:  # absent = off
+        out["dry"] = f.get(table, "dry", prefix, _at_least(f, 0.0))
     return out
 
 

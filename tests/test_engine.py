@@ -333,3 +333,25 @@ def test_log_softmax_at_is_the_log_probability_of_each_picked_token() -> None:
     assert np.allclose(got, expected, rtol=0, atol=1e-5)
     assert np.all(got <= 0)
     assert got[4] >= -np.log(1000)  # the most likely of 1,000 tokens has p >= 1/1000
+
+
+def test_dry_departs_from_greedy_only_to_break_a_repeat(ctx: ChatContext) -> None:
+    """/set dry: still exact (the same reply twice), and where it first departs from the
+    plain greedy reply, the token greedy chose would have continued a repeat of the reply's
+    own text longer than DRY_ALLOWED tokens: that is all DRY may penalise."""
+    from engine.chat import DRY_ALLOWED
+    from vectors.calibration import degeneration
+
+    asked = user("Describe a forest.")
+    plain = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80))
+    dry = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80, dry=0.8))
+    again = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80, dry=0.8))
+    assert again.token_ids == dry.token_ids
+    ids = plain.token_ids
+    at = next(i for i, (a, b) in enumerate(zip(ids, dry.token_ids, strict=False)) if a != b)
+    assert dry.token_ids[:at] == ids[:at]
+    before = ids[at - DRY_ALLOWED : at]
+    assert any(
+        ids[j] == ids[at] and ids[j - DRY_ALLOWED : j] == before for j in range(DRY_ALLOWED, at)
+    )
+    assert degeneration(dry.token_ids) < degeneration(ids)

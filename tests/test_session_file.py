@@ -636,6 +636,8 @@ BAD_FIELDS = [
     ("sampling.top_p", 0.0, "sampling.top_p must be in (0, 1]"),
     ("sampling.max_tokens", 0, "sampling.max_tokens must be at least 1"),
     ("sampling.seed", "42", "sampling.seed must be an integer, got string"),
+    ("sampling.dry", -0.5, "sampling.dry must be at least 0"),
+    ("events.1.sampling.dry", "on", "events[1].sampling.dry must be a number, got string"),
     ("model", "smol.gguf", "model must be a table, got string"),
     ("model.sha256", "abc", "model.sha256 must be a sha256 digest"),
     ("model.path", "", "model.path must be a non-empty one-line string"),
@@ -1023,3 +1025,17 @@ def test_the_module_imports_no_engine_or_front_end() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.splitlines() == ["[]", "['vectors', 'vectors.atomic']"]
+
+
+def test_dry_is_kept_and_absent_means_off() -> None:
+    """A DRY setting survives a save and a load (so a replay decodes as the turn did); a
+    session without one, like every session from before DRY, loads with it off."""
+    from engine.chat import Sampling
+    from repl.session import sampling_dict, sampling_from
+
+    assert "dry" not in sampling_dict(Sampling(temperature=0.0))
+    on = Sampling(temperature=0.0, dry=0.8)
+    session = make_session(sampling=sampling_dict(on))
+    loaded = from_toml(to_toml(session), "x.toml")
+    assert sampling_from(loaded.sampling) == on
+    assert sampling_from(make_session().sampling).dry == 0.0
