@@ -559,8 +559,9 @@ def main() -> None:
     ]
     print("\n".join(body))
     if args.update_doc is not None:
-        # --ready's tables have blocks of their own, one per set of questions
-        update_doc(args.update_doc, body, f"ready-{args.questions}" if args.ready else "efficacy")
+        # --ready's tables have blocks of their own, one per set of questions; so has --dry's
+        block = f"ready-{args.questions}" if args.ready else "efficacy"
+        update_doc(args.update_doc, body, f"{block}-dry" if args.dry else block)
 
 
 if __name__ == "__main__":

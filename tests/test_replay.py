@@ -13,7 +13,7 @@ import pytest
 from repl.replay import ReplayError, preflight
 from repl.session_file import Event, VectorRef, load_session, save_session
 from repl.steering import file_sha256
-from tests.conftest import ROOT, STEER
+from tests.conftest import ROOT, STEER, record_and_replay, user
 
 SAMPLES = ROOT / "sample_sessions"
 
@@ -196,3 +196,16 @@ def test_preflight_knows_the_vectors_the_session_builds_mixes_and_loads(tmp_path
     assert str(err.value) == (
         "--steer nope: no such vector in this session (it has: built, loaded, mixed, renamed)"
     )
+
+
+def test_a_dry_turn_replays_with_its_dry(tmp_path: Path, ctx) -> None:
+    """The session keeps /set dry with the turn; replay decodes with it (this reply departs
+    from plain greedy at its 41st token, so a replay without DRY would differ)."""
+    from engine import Sampling
+
+    replies, doc, check = record_and_replay(tmp_path, "/set dry 0.8\nDescribe a forest.\n", 48)
+    plain = ctx.generate(user("Describe a forest."), Sampling(temperature=0.0, max_tokens=48))
+    assert replies[0]["text"] != plain.text
+    assert doc["events"][-1]["sampling"]["dry"] == 0.8
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.splitlines()[-1] == "replay: 1 identical, 0 different"
