@@ -24,8 +24,10 @@ from engine import ChatContext, Model, Sampling  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import save_vector  # noqa: E402
 
-# topics, sadness and gratitude: none met the bar on both sets of questions (docs/efficacy.md)
-READY = ("terse", "formal", "excited", "cheerful")
+# sea: a topic that met the bar on both sets of questions with /set dry 0.8 on every
+# condition, by the widest margin (music did too, at 56-59% of the prompt's gain; docs/
+# efficacy.md, "DRY"); the other topics, sadness and gratitude did not
+READY = ("terse", "formal", "excited", "cheerful", "sea")
 # /contrast options a ready vector is built with beyond its scoreboard concept's: cheerful
 # passes with --method focus, not with the default method (docs/efficacy.md, "focus on the
 # tones")

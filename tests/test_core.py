@@ -87,7 +87,9 @@ def test_set_changes_sampling_and_validates(core: Core) -> None:
     assert core.submit("/set seed 42").info == ["seed = 42"]
     assert core.submit("/set seed random").info == ["seed = random"]
     assert core.submit("/set max_tokens 9").info == ["max_tokens = 9"]
-    assert core.sampling == Sampling(0.5, GREEDY.top_p, 7, 9, None)
+    assert core.submit("/set dry 0.8").info == ["dry = 0.8"]
+    assert core.sampling == Sampling(0.5, GREEDY.top_p, 7, 9, None, 0.8)
+    assert core.submit("/set dry -1").errors[0].startswith("dry must be in [0, 5], not -1;")
     assert "top_p must be in (0, 1], not 0" in core.submit("/set top_p 0").errors[0]
     assert "temperature must be a number" in core.submit("/set temperature hot").errors[0]
     assert "missing value for seed" in core.submit("/set seed").errors[0]
@@ -96,7 +98,7 @@ def test_set_changes_sampling_and_validates(core: Core) -> None:
         in core.submit("/set max_tokens 99999").errors[0]
     )
     listing = core.submit("/set").info[0]
-    assert "temperature = 0.5" in listing and "seed = random" in listing
+    assert "temperature = 0.5" in listing and "seed = random" in listing and "dry = 0.8" in listing
 
 
 def test_max_tokens_setting_applies_to_the_next_reply(core: Core) -> None:

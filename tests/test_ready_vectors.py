@@ -11,8 +11,9 @@ READY = bundled_names()
 
 
 def test_steer_ships_ready_made_vectors() -> None:
-    # issue 11: verbosity, formality and two tones (no topic vector has held on fresh questions)
-    assert {"terse", "formal", "excited", "cheerful"} <= set(READY)
+    # issue 11: verbosity, formality, two tones and a topic (sea: it passes on both sets of
+    # questions with DRY on every condition; docs/efficacy.md, "DRY")
+    assert {"terse", "formal", "excited", "cheerful", "sea"} <= set(READY)
 
 
 @pytest.mark.parametrize("name", READY)
@@ -93,3 +94,25 @@ def test_the_ready_excited_vector_moves_its_marker_on_unseen_questions(core: Cor
     before = [marker(r.text, r.tokens) for r in plain]
     after = [marker(r.text, r.tokens) for r in steered]
     assert sum(after) > sum(before) and sum(m > 0 for m in after) >= 2, (before, after)
+
+
+def test_the_ready_sea_vector_brings_the_sea_into_unseen_answers(core: Core) -> None:
+    """`/steer sea` as shipped (1.25 in content mode, blocks 5-9), greedy, 40 tokens, on the
+    first 8 fresh questions, written side by side: sea words come into answers about other
+    things (--ready measures it properly, over 150 tokens)."""
+    from bench.efficacy_bench import CONCEPTS, QUESTION_SETS
+
+    marker = next(c for c in CONCEPTS if c.name == "sea").marker
+    assert not core.submit(f"/vector load {bundled_path('sea')} sea").errors
+    active = core.steering.activate("sea", None, None, None)
+    core.steering.active.clear()
+    assert (active.strength, active.layers, active.mode) == (1.25, (5, 9), "content")
+    asked = [[{"role": "user", "content": q}] for q in QUESTION_SETS["fresh"][:8]]
+    with core.batch() as batched:
+        plain = batched.answer(asked, None, 40)
+        steered = batched.answer(asked, core.steering.control({"sea": active}), 40)
+    before = [marker(r.text, r.tokens) for r in plain]
+    after = [marker(r.text, r.tokens) for r in steered]
+    # (one plain answer, on cheese, has a sea word in it; greedy, three steered ones write of
+    # the sea, ships and sailors, one of them looping: DRY is what holds that off)
+    assert sum(m > 0 for m in after) >= 3 and sum(after) >= 2 * sum(before), (before, after)
