@@ -509,6 +509,12 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
             return Outcome.error(str(exc))
     out = Outcome.done(f"steering: {describe_active(name, active)} (from the next reply)")
     out.info += _loudness(steering, name, active)
+    if active.mode == "content" and not core.sampling.dry:
+        # measured: sea and music pass on both question sets with DRY, not at plain greedy
+        out.info.append(
+            "tip: a topic's replies can loop at plain greedy; /set dry 0.8 holds that off "
+            '(docs/efficacy.md, "DRY")'
+        )
     return out
 
 
@@ -521,7 +527,11 @@ def describe_active(name: str, active: Active) -> str:
             f"on blocks {a}-{b}"
         )
     if active.mode in READ_MODES:
-        what = "prompt" if active.mode == "prompt" else "messages (not the system prompt)"
+        what = {
+            "prompt": "prompt",
+            "messages": "messages (not the system prompt)",
+            "content": "messages' text (not the system prompt or the assistant's header)",
+        }[active.mode]
         return f"{name} {active.strength:g} on blocks {a}-{b}, while reading the {what}"
     return f"{name} {active.strength:g} on blocks {a}-{b}"
 

@@ -52,6 +52,17 @@ def test_prompt_mode_steers_what_is_read_and_not_what_is_written(core: Core) -> 
     assert core.ctx.n_cached == len(core.model.chat_tokens(messages))
 
 
+def test_content_mode_says_what_it_reads_and_points_to_dry(core: Core) -> None:
+    out = core.submit("/steer terse 1 --mode content")
+    assert not out.errors
+    said = out.info[0]
+    assert "while reading the messages' text (not the system prompt or the assistant's" in said
+    assert out.info[-1].startswith("tip: a topic's replies can loop at plain greedy; /set dry")
+    core.submit("/set dry 0.8")
+    assert not any("tip:" in line for line in core.submit("/steer terse 1 --mode content").info)
+    assert not any("tip:" in line for line in core.submit("/steer terse 1 --mode messages").info)
+
+
 def test_prompt_mode_in_a_conversation(core: Core) -> None:
     """Two turns: each reply is recorded in prompt mode, the cache holds only what was read
     (the second prompt, first reply included), and the steered reply is not the plain one."""
