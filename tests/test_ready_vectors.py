@@ -76,43 +76,34 @@ def test_the_fresh_questions_are_in_no_other_set() -> None:
     assert not fresh & (set(neutral_prompts()) | set(calibration_prompts()))
 
 
-def test_the_ready_excited_vector_moves_its_marker_on_unseen_questions(core: Core) -> None:
-    """`/steer excited` as shipped (0.7, blocks 9-13), greedy, 40 tokens, on the first 8 fresh
-    questions, written side by side: its gushing words appear where plain replies have none
-    (bench/efficacy_bench.py --ready measures it properly, over 150 tokens)."""
+def _as_shipped(core: Core, name: str, setting: tuple) -> tuple[list[float], list[float]]:
+    """`/steer NAME` as shipped (its strength, blocks and mode must be `setting`), greedy, 40
+    tokens, on the first 8 fresh questions, written side by side with plain replies: the
+    concept's marker in each plain and each steered reply."""
     from bench.efficacy_bench import CONCEPTS, QUESTION_SETS
 
-    marker = next(c for c in CONCEPTS if c.name == "excited").marker
-    assert not core.submit("/vector load excited").errors
-    active = core.steering.activate("excited", None, None, None)
+    marker = next(c for c in CONCEPTS if c.name == name).marker
+    assert not core.submit(f"/vector load {bundled_path(name)} {name}").errors
+    active = core.steering.activate(name, None, None, None)
     core.steering.active.clear()
-    assert (active.strength, active.layers, active.mode) == (0.7, (9, 13), "add")
+    assert (active.strength, active.layers, active.mode) == setting
     asked = [[{"role": "user", "content": q}] for q in QUESTION_SETS["fresh"][:8]]
     with core.batch() as batched:
         plain = batched.answer(asked, None, 40)
-        steered = batched.answer(asked, core.steering.control({"excited": active}), 40)
-    before = [marker(r.text, r.tokens) for r in plain]
-    after = [marker(r.text, r.tokens) for r in steered]
+        steered = batched.answer(asked, core.steering.control({name: active}), 40)
+    return [marker(r.text, r.tokens) for r in plain], [marker(r.text, r.tokens) for r in steered]
+
+
+def test_the_ready_excited_vector_moves_its_marker_on_unseen_questions(core: Core) -> None:
+    """Its gushing words appear where plain replies have none (bench/efficacy_bench.py
+    --ready measures it properly, over 150 tokens)."""
+    before, after = _as_shipped(core, "excited", (0.7, (9, 13), "add"))
     assert sum(after) > sum(before) and sum(m > 0 for m in after) >= 2, (before, after)
 
 
 def test_the_ready_sea_vector_brings_the_sea_into_unseen_answers(core: Core) -> None:
-    """`/steer sea` as shipped (1.25 in content mode, blocks 5-9), greedy, 40 tokens, on the
-    first 8 fresh questions, written side by side: sea words come into answers about other
-    things (--ready measures it properly, over 150 tokens)."""
-    from bench.efficacy_bench import CONCEPTS, QUESTION_SETS
-
-    marker = next(c for c in CONCEPTS if c.name == "sea").marker
-    assert not core.submit(f"/vector load {bundled_path('sea')} sea").errors
-    active = core.steering.activate("sea", None, None, None)
-    core.steering.active.clear()
-    assert (active.strength, active.layers, active.mode) == (1.25, (5, 9), "content")
-    asked = [[{"role": "user", "content": q}] for q in QUESTION_SETS["fresh"][:8]]
-    with core.batch() as batched:
-        plain = batched.answer(asked, None, 40)
-        steered = batched.answer(asked, core.steering.control({"sea": active}), 40)
-    before = [marker(r.text, r.tokens) for r in plain]
-    after = [marker(r.text, r.tokens) for r in steered]
+    """Sea words come into answers about other things (--ready measures it properly)."""
+    before, after = _as_shipped(core, "sea", (1.25, (5, 9), "content"))
     # (one plain answer, on cheese, has a sea word in it; greedy, three steered ones write of
     # the sea, ships and sailors, one of them looping: DRY is what holds that off)
     assert sum(m > 0 for m in after) >= 3 and sum(after) >= 2 * sum(before), (before, after)
