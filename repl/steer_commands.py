@@ -21,6 +21,7 @@ from repl.steering import (
     LOUD,
     MODES,
     READ_MODES,
+    READS,
     Active,
     active_names,
     check_name,
@@ -527,12 +528,7 @@ def describe_active(name: str, active: Active) -> str:
             f"on blocks {a}-{b}"
         )
     if active.mode in READ_MODES:
-        what = {
-            "prompt": "prompt",
-            "messages": "messages (not the system prompt)",
-            "content": "messages' text (not the system prompt or the assistant's header)",
-        }[active.mode]
-        return f"{name} {active.strength:g} on blocks {a}-{b}, while reading the {what}"
+        return f"{name} {active.strength:g} on blocks {a}-{b}, while reading {READS[active.mode]}"
     return f"{name} {active.strength:g} on blocks {a}-{b}"
 
 

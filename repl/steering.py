@@ -75,6 +75,12 @@ def library_names() -> list[str]:
 
 MODES = ("add", "project", "prompt", "messages", "content")
 READ_MODES = ("prompt", "messages", "content")  # added only while the conversation is read
+# what each read mode steers, as /steer's confirmation and /sweep's header say it
+READS = {
+    "prompt": "the prompt",
+    "messages": "the messages (not the system prompt)",
+    "content": "the messages' text (not the system prompt or the assistant's header)",
+}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, steering_text
-from repl.steering import READ_MODES, Active, Control
+from repl.steering import READ_MODES, READS, Active, Control
 from vectors.calibration import (  # degeneration is re-exported for the sweep's callers
     MAX_NLL_RATIO,
     MAX_REPEAT_GAIN,
@@ -222,9 +222,7 @@ class Sweep:
     def header(self) -> str:
         held = "".join(f", {s['name']} held at {s['strength']:+g}" for s in self.others)
         how = f" projected out of {'+'.join(self.targets)}" if self.mode == "project" else ""
-        how = " while reading the prompt" if self.mode == "prompt" else how
-        how = " while reading the messages" if self.mode == "messages" else how
-        how = " while reading the messages' text" if self.mode == "content" else how
+        how = f" while reading {READS[self.mode]}" if self.mode in READS else how
         return (
             f"sweep {self.vector}{how} on blocks {self.layers[0]}-{self.layers[1]}{held} · "
             f"prompt: {self.prompt}"

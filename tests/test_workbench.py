@@ -199,6 +199,10 @@ def test_sweep_defaults_to_the_last_message_and_keeps_other_steering(bench_core:
         assert result.prompt == QUESTION and result.layers == (9, 12)
         assert result.others == [{"name": "half", "strength": 0.5, "layers": [9, 13]}]
         assert "half held at +0.5" in result.header()
+        # a read mode's header says what is read as /steer does
+        assert "sweep terse while reading the messages' text (not the system prompt or the " in (
+            replace(result, mode="content").header()
+        )
         assert [(t.role, t.text) for t in bench_core.turns] == before
         assert set(bench_core.steering.active) == {"half"}
     finally:
