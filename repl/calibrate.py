@@ -45,6 +45,11 @@ PROMPT_LADDER = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 PROMPT_START = 1.0
 N_PROMPTS = 3
 MAX_TOKENS = 40
+# Content mode reads the assistant's header plain, so a reply departs from the unsteered one
+# later and more slowly, and 40 tokens overstate what a stronger rung costs: space at 1.25
+# cost 1.86x there, 1.65x over 60 and 1.51x over 80, where it is fluent (docs/efficacy.md,
+# "The calibration's length"). Over 80 tokens the picks of sea, music, food and sports held.
+CONTENT_TOKENS = 80
 MAX_STEPS = 5  # rungs tried besides the unsteered baseline
 
 
@@ -262,7 +267,7 @@ def calibrate(
     *,
     layers: tuple[int, int] | None = None,
     prompts: list[str] | None = None,
-    max_tokens: int = MAX_TOKENS,
+    max_tokens: int | None = None,
     mode: str = "add",
     margin: float = 1.0,
     on_progress: Callable[[int, int], None] | None = None,
@@ -271,6 +276,7 @@ def calibrate(
 ) -> Calibration | None:
     """Walk the strength ladder for vector `name` alone (other vectors off) in `mode` ("add"
     or a read mode); None if cancelled. It recommends `margin` x the strength it picks.
+    Replies are `max_tokens` long (by default `MAX_TOKENS`, `CONTENT_TOKENS` in content mode).
 
     From the mode's start it climbs while replies stay fluent, or steps down until they are.
     With instructions, the replies to the positively instructed prompt are measured first:
@@ -279,6 +285,7 @@ def calibrate(
     vec = core.steering.vectors[name]
     layers = layers or vec.recommended_range or (1, core.model.n_layer - 1)
     prompts = prompts or calibration_prompts()[:N_PROMPTS]
+    max_tokens = max_tokens or (CONTENT_TOKENS if mode == "content" else MAX_TOKENS)
     progress = _Progress(on_progress, progress_offset, len(prompts) * (5 if positive else 4))
     job = (name, positive, layers, prompts, max_tokens, mode, margin, progress, cancel)
     try:
