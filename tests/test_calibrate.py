@@ -12,7 +12,15 @@ import pytest
 
 from engine import ChatContext, Model, Sampling
 from engine.batch import BatchFull
-from repl.calibrate import START, answer_all, score, summarise
+from repl.calibrate import (
+    CONTENT_TOKENS,
+    MAX_TOKENS,
+    START,
+    answer_all,
+    calibrate,
+    score,
+    summarise,
+)
 from repl.core import Core
 from repl.steering import Active
 from tests.conftest import LONG, ROOT, STEER, TERSE, UNSEEN, VERBOSE
@@ -94,6 +102,18 @@ def test_calibration_survives_saving_and_loading(calibrated, tmp_path) -> None:
     assert show.returncode == 0 and "calibration: 3 held-out questions" in show.stdout
     assert "<- recommended" in show.stdout
     assert f"suggested: /steer terse {vec.recommended_strength:g} --layers" in show.stdout
+
+
+def test_content_mode_calibrates_on_longer_replies(calibrated) -> None:
+    """Content mode reads the assistant's header plain, so its replies depart late: its
+    calibration answers `CONTENT_TOKENS`, the other modes `MAX_TOKENS` (one question here)."""
+    core, _, _ = calibrated
+    for mode, tokens in (("messages", MAX_TOKENS), ("content", CONTENT_TOKENS)):
+        result = calibrate(core, "terse", None, layers=(9, 13), prompts=UNSEEN[:1], mode=mode)
+        assert result is not None and result.meta()["calibration"]["max_tokens"] == tokens
+        made = [result.baseline.tokens] + [p.tokens for p in result.points]
+        assert max(made) == tokens, (mode, made)  # the unsteered reply runs to the cap
+    assert CONTENT_TOKENS > MAX_TOKENS
 
 
 def test_the_points_follow_the_rule(calibrated) -> None:
@@ -209,8 +229,6 @@ def test_a_context_too_small_for_a_batch_calibrates_one_reply_at_a_time(
 ) -> None:
     """`steer chat --ctx 256`: the calibration's batch finds no room in the KV cache, so the
     calibration falls back to one reply at a time instead of failing; the chat goes on."""
-    from repl.calibrate import calibrate
-
     ctx = ChatContext(model, n_ctx=256)
     core = Core(model, ctx, Sampling(temperature=0.0, max_tokens=16))
     core.steering = steering
