@@ -477,6 +477,16 @@ def table(results: list[Result]) -> list[str]:
     return out
 
 
+def doc_block(ready: bool, questions: str, dry: float) -> str:
+    """The block of docs/efficacy.md a run writes: the scoreboard is `efficacy`; the ready-made
+    vectors have one per set of questions (`ready-both`, `ready-fresh`), and so has any other
+    set (`efficacy-fresh`); DRY's tables are beside them (`efficacy-dry`, `ready-fresh-dry`)."""
+    block = f"ready-{questions}" if ready else "efficacy"
+    if not ready and questions != "both":
+        block += f"-{questions}"
+    return f"{block}-dry" if dry else block
+
+
 def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
     begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     text = path.read_text("utf-8")
@@ -559,9 +569,7 @@ def main() -> None:
     ]
     print("\n".join(body))
     if args.update_doc is not None:
-        # --ready's tables have blocks of their own, one per set of questions; so has --dry's
-        block = f"ready-{args.questions}" if args.ready else "efficacy"
-        update_doc(args.update_doc, body, f"{block}-dry" if args.dry else block)
+        update_doc(args.update_doc, body, doc_block(args.ready, args.questions, args.dry))
 
 
 if __name__ == "__main__":

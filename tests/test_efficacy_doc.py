@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.efficacy_bench import update_doc
+from bench.efficacy_bench import doc_block, update_doc
 
 DOC = "# page\n\nbefore\n<!-- ready-both:begin -->\nold table\n<!-- ready-both:end -->\nafter\n"
 
@@ -25,3 +25,24 @@ def test_a_doc_without_the_block_is_left_as_it_was(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no <!-- efficacy:begin --> ... <!-- efficacy:end -->"):
         update_doc(doc, ["new table"], "efficacy")
     assert doc.read_text("utf-8") == DOC
+
+
+@pytest.mark.parametrize(
+    ("ready", "questions", "dry", "block"),
+    [
+        (False, "both", 0.0, "efficacy"),
+        (False, "both", 0.8, "efficacy-dry"),
+        (False, "fresh", 0.8, "efficacy-fresh-dry"),
+        (True, "both", 0.0, "ready-both"),
+        (True, "fresh", 0.8, "ready-fresh-dry"),
+    ],
+)
+def test_each_run_writes_a_block_of_its_own(ready, questions, dry, block) -> None:
+    assert doc_block(ready, questions, dry) == block
+
+
+def test_the_doc_has_every_block_the_make_targets_write() -> None:
+    """`make efficacy`, `efficacy-dry` and `efficacy-ready` fail at their end without them."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "efficacy.md").read_text("utf-8")
+    for block in ("efficacy", "efficacy-dry", "efficacy-fresh-dry", "ready-both", "ready-fresh"):
+        assert f"<!-- {block}:begin -->" in text and f"<!-- {block}:end -->" in text, block
