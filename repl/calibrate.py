@@ -48,7 +48,8 @@ MAX_TOKENS = 40
 # Content mode reads the assistant's header plain, so a reply departs from the unsteered one
 # later and more slowly, and 40 tokens overstate what a stronger rung costs: space at 1.25
 # cost 1.86x there, 1.65x over 60 and 1.51x over 80, where it is fluent (docs/efficacy.md,
-# "The calibration's length"). Over 80 tokens the picks of sea, music, food and sports held.
+# "The calibration's length in content mode"). Over 80 tokens the picks of sea, music, food
+# and sports held.
 CONTENT_TOKENS = 80
 MAX_STEPS = 5  # rungs tried besides the unsteered baseline
 
