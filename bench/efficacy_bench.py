@@ -4,8 +4,9 @@ For each concept, /contrast builds a vector from a positive and a negative instr
 a user would (calibration included), and 16 questions (two sets of 8) that no build or
 calibration prompt contains are answered three ways: unsteered, with the positive instruction in
 the prompt, and steered at the vector's recommendation (`/steer NAME`, no numbers). Every reply
-is greedy, capped at 150 tokens, and scored by the unsteered model on the bare question. The
-verdict is given over all 16 and over each set, since one on 8 can flip with the questions;
+is greedy (`--temperature` samples them instead, from one seed), capped at 150 tokens, and
+scored by the unsteered model on the bare question. The verdict is given over all 16 and over
+each set, since one on 8 can flip with the questions;
 a marker the prompt itself does not raise gives no bar ("NO BAR"), not a pass. The last five
 concepts are held out, in two sets written once each: nothing was chosen by looking at them.
 Columns:
@@ -477,14 +478,23 @@ def table(results: list[Result]) -> list[str]:
     return out
 
 
-def doc_block(ready: bool, questions: str, dry: float) -> str:
+def doc_block(ready: bool, questions: str, dry: float, temperature: float = 0.0, seed=1) -> str:
     """The block of docs/efficacy.md a run writes: the scoreboard is `efficacy`; the ready-made
     vectors have one per set of questions (`ready-both`, `ready-fresh`), and so has any other
-    set (`efficacy-fresh`); DRY's tables are beside them (`efficacy-dry`, `ready-fresh-dry`)."""
+    set (`efficacy-fresh`); DRY's tables are beside them (`efficacy-dry`, `ready-fresh-dry`),
+    and sampled ones have their temperature and seed (`efficacy-t0.7-s1`)."""
     block = f"ready-{questions}" if ready else "efficacy"
     if not ready and questions != "both":
         block += f"-{questions}"
-    return f"{block}-dry" if dry else block
+    if dry:
+        block += "-dry"
+    return f"{block}-t{temperature:g}-s{seed}" if temperature > 0 else block
+
+
+def decoding(temperature: float, seed: int, dry: float) -> str:
+    """How the run's replies were chosen, as its block's first line says it."""
+    how = f"temperature {temperature:g} (seed {seed})" if temperature > 0 else "greedy"
+    return f"{how} with DRY {dry:g}" if dry else how
 
 
 def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
@@ -496,6 +506,28 @@ def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
     tail = rest.split(end, 1)[1]
     new = f"{head}{begin}\n" + "\n".join(body) + f"\n{end}{tail}"
     write_atomic(path, lambda tmp: tmp.write_text(new, "utf-8"))  # never half a doc
+
+
+def block_concepts(path: Path, block: str) -> set[str]:
+    """The concepts whose rows the doc's block holds now (none for an empty block)."""
+    text = path.read_text("utf-8")
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: no {begin} ... {end} block to update")
+    inside = text.split(begin, 1)[1].split(end, 1)[0]
+    cells = (line.split("|")[1].strip() for line in inside.splitlines() if line.startswith("| "))
+    return {c for c in cells if c not in ("concept", "---")}
+
+
+def check_doc(path: Path, block: str, concepts: list[str]) -> None:
+    """Refuse, before any reply is written, a run that would drop the block's other rows: the
+    block is rewritten whole, so a subset run must measure what it holds, or not update it."""
+    held = block_concepts(path, block)
+    if held and held != set(concepts):
+        raise SystemExit(
+            f"{path}: the {block} block holds {','.join(sorted(held))}, this run measures "
+            f"{','.join(concepts)}; measure them all (--concepts) or leave out --update-doc"
+        )
 
 
 def main() -> None:
@@ -525,6 +557,14 @@ def main() -> None:
         help="DRY penalty (/set dry) on every condition's replies: unsteered, prompt and steer "
         "alike; the vector's build and calibration are unchanged (default 0: plain greedy)",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sample every condition's replies at this temperature with chat's top-k 40 and "
+        "top-p 0.95, each reply from --seed (default 0: greedy, the scoreboard)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="each sampled reply's seed")
     parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
     parser.add_argument("--show", action="store_true", help="print every steered reply")
     parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
@@ -538,8 +578,13 @@ def main() -> None:
     concepts = [c for c in CONCEPTS if c.name in wanted and c.name in known]
     if len(concepts) != len(wanted):
         raise SystemExit(f"unknown concept in {wanted}; known: {known}")
+    block = doc_block(args.ready, args.questions, args.dry, args.temperature, args.seed)
+    if args.update_doc is not None:
+        check_doc(args.update_doc, block, [c.name for c in concepts])
     model = Model()
-    sampling = Sampling(temperature=0.0, max_tokens=args.max_tokens, dry=args.dry)
+    sampling = Sampling(
+        temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, dry=args.dry
+    )
     ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
     core = Core(model, ctx, sampling)
     core.steering._probe = Probe(model, n_threads=args.threads)
@@ -560,7 +605,7 @@ def main() -> None:
         f"{' (the ready-made vectors as shipped)' if args.ready else ''}: "
         f"{len(questions)} unseen questions "
         f"({set_label(args.questions)}), "
-        f"greedy{f' with DRY {args.dry:g}' if args.dry else ''}, {args.max_tokens}-token cap, "
+        f"{decoding(args.temperature, args.seed, args.dry)}, {args.max_tokens}-token cap, "
         f"{time.perf_counter() - start:.0f} s.",
         "",
         *table(results),
@@ -569,7 +614,7 @@ def main() -> None:
     ]
     print("\n".join(body))
     if args.update_doc is not None:
-        update_doc(args.update_doc, body, doc_block(args.ready, args.questions, args.dry))
+        update_doc(args.update_doc, body, block)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from bench.efficacy_bench import doc_block, update_doc
+from bench.efficacy_bench import CONCEPTS, block_concepts, check_doc, doc_block, update_doc
+from vectors import bundled_names
 
 DOC = "# page\n\nbefore\n<!-- ready-both:begin -->\nold table\n<!-- ready-both:end -->\nafter\n"
 
@@ -41,8 +43,56 @@ def test_each_run_writes_a_block_of_its_own(ready, questions, dry, block) -> Non
     assert doc_block(ready, questions, dry) == block
 
 
+def test_a_sampled_run_writes_a_block_for_its_temperature_and_seed() -> None:
+    assert doc_block(False, "both", 0.0, 0.7, 1) == "efficacy-t0.7-s1"
+    assert doc_block(False, "fresh", 0.8, 0.7, 2) == "efficacy-fresh-dry-t0.7-s2"
+    assert doc_block(False, "both", 0.0, 0.0, 2) == "efficacy"  # greedy: the seed is unused
+
+
 def test_the_doc_has_every_block_the_make_targets_write() -> None:
     """`make efficacy`, `efficacy-dry` and `efficacy-ready` fail at their end without them."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "efficacy.md").read_text("utf-8")
     for block in ("efficacy", "efficacy-dry", "efficacy-fresh-dry", "ready-both", "ready-fresh"):
         assert f"<!-- {block}:begin -->" in text and f"<!-- {block}:end -->" in text, block
+
+
+TABLE = (
+    "<!-- efficacy-dry:begin -->\nMade by ...\n\n"
+    "| concept | marker | condition | marker value | tokens | NLL/token | NLL x | rep3 |\n"
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n"
+    "| sea | sea words/100 | unsteered | 0.19 | 137.0 | 0.79 | 1.00 | 0.090 |\n"
+    "| sea | sea words/100 | prompt | 6.16 | 120.9 | 1.33 | 1.69 | 0.080 |\n"
+    "| food | food words/100 | unsteered | 0.26 | 137.0 | 0.79 | 1.00 | 0.090 |\n\n"
+    "- sea (topic): PASS: ...\n<!-- efficacy-dry:end -->\n"
+)
+
+
+def test_a_run_of_some_of_a_blocks_concepts_is_refused_before_it_starts(tmp_path: Path) -> None:
+    """The block is rewritten whole: a subset run would drop the other concepts' rows."""
+    doc = tmp_path / "efficacy.md"
+    doc.write_text(TABLE, "utf-8")
+    assert block_concepts(doc, "efficacy-dry") == {"sea", "food"}
+    with pytest.raises(SystemExit, match="the efficacy-dry block holds food,sea, this run"):
+        check_doc(doc, "efficacy-dry", ["sea"])
+    check_doc(doc, "efficacy-dry", ["food", "sea"])  # all of them, in any order: allowed
+    empty = tmp_path / "empty.md"
+    empty.write_text("<!-- efficacy-dry:begin -->\n<!-- efficacy-dry:end -->\n", "utf-8")
+    check_doc(empty, "efficacy-dry", ["sea"])  # a new block takes any run
+
+
+def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
+    """A block left with fewer rows than its target measures is out of date (a ready-made
+    vector added since, or a partial run)."""
+    root = Path(__file__).resolve().parent.parent
+    doc = root / "docs" / "efficacy.md"
+    topics = re.search(r"^TOPICS := (\S+)$", (root / "Makefile").read_text(), re.M)
+    assert topics is not None
+    wanted = {
+        "efficacy": {c.name for c in CONCEPTS},
+        "efficacy-dry": set(topics[1].split(",")),
+        "efficacy-fresh-dry": set(topics[1].split(",")),
+        "ready-both": set(bundled_names()),
+        "ready-fresh": set(bundled_names()),
+    }
+    for block, concepts in wanted.items():
+        assert block_concepts(doc, block) == concepts, block
