@@ -520,13 +520,14 @@ def block_concepts(path: Path, block: str) -> set[str]:
 
 
 def check_doc(path: Path, block: str, concepts: list[str]) -> None:
-    """Refuse, before any reply is written, a run that would drop the block's other rows: the
-    block is rewritten whole, so a subset run must measure what it holds, or not update it."""
-    held = block_concepts(path, block)
-    if held and held != set(concepts):
+    """Refuse, before any reply is written, a run that would drop some of the block's rows: the
+    block is rewritten whole, so a run must measure at least what it holds (more is fine: a
+    concept added since), or not update it."""
+    dropped = block_concepts(path, block) - set(concepts)
+    if dropped:
         raise SystemExit(
-            f"{path}: the {block} block holds {','.join(sorted(held))}, this run measures "
-            f"{','.join(concepts)}; measure them all (--concepts) or leave out --update-doc"
+            f"{path}: the {block} block also holds {','.join(sorted(dropped))}, which this run "
+            "leaves out; add them to --concepts or leave out --update-doc"
         )
 
 
