@@ -17,7 +17,7 @@ export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steer
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: chat test fuzz bench efficacy efficacy-dry efficacy-ready soak lint install clean refreeze
+.PHONY: chat test fuzz bench efficacy efficacy-dry efficacy-sampled efficacy-ready soak lint install clean refreeze
 
 $(STAMP): pyproject.toml constraints.txt Makefile tests/tools/build_llama_cli.sh \
 	  tests/tools/llama_cmake_args.sh tests/tools/gemma_model.py
@@ -71,6 +71,12 @@ TOPICS := sea,space,music,food,sports
 efficacy-dry: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --dry 0.8 --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --dry 0.8 --questions fresh --update-doc docs/efficacy.md
+
+# the topics at chat's default temperature, every condition sampled, on two seeds
+# (docs/efficacy.md, "At chat's default temperature"; ~40 min)
+efficacy-sampled: $(STAMP)
+	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 1 --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 2 --update-doc docs/efficacy.md
 
 # the ready-made vectors as shipped, on the scoreboard's 16 questions and on 16 fresh ones (~10 min)
 efficacy-ready: $(STAMP)

@@ -50,9 +50,11 @@ def test_a_sampled_run_writes_a_block_for_its_temperature_and_seed() -> None:
 
 
 def test_the_doc_has_every_block_the_make_targets_write() -> None:
-    """`make efficacy`, `efficacy-dry` and `efficacy-ready` fail at their end without them."""
+    """`make efficacy`, `efficacy-dry`, `efficacy-sampled` and `efficacy-ready` fail at their
+    end without them."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "efficacy.md").read_text("utf-8")
-    for block in ("efficacy", "efficacy-dry", "efficacy-fresh-dry", "ready-both", "ready-fresh"):
+    blocks = ("efficacy", "efficacy-dry", "efficacy-fresh-dry", "efficacy-t0.7-s1")
+    for block in (*blocks, "efficacy-t0.7-s2", "ready-both", "ready-fresh"):
         assert f"<!-- {block}:begin -->" in text and f"<!-- {block}:end -->" in text, block
 
 
@@ -92,6 +94,8 @@ def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
         "efficacy": {c.name for c in CONCEPTS},
         "efficacy-dry": set(topics[1].split(",")),
         "efficacy-fresh-dry": set(topics[1].split(",")),
+        "efficacy-t0.7-s1": set(topics[1].split(",")),
+        "efficacy-t0.7-s2": set(topics[1].split(",")),
         "ready-both": set(bundled_names()),
         "ready-fresh": set(bundled_names()),
     }
