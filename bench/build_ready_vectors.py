@@ -30,8 +30,9 @@ from vectors import save_vector  # noqa: E402
 READY = ("terse", "formal", "excited", "cheerful", "sea")
 # /contrast options a ready vector is built with beyond its scoreboard concept's: cheerful
 # passes with --method focus, not with the default method (docs/efficacy.md, "focus on the
-# tones")
-OPTIONS = {"cheerful": "--method focus"}
+# tones"), and it shipped calibrated in messages mode, focus's mode until content mode passed
+# it too (with less margin: "Content mode for the tones")
+OPTIONS = {"cheerful": "--method focus --mode messages"}
 # Project mode's measured setting (bench/project_bench.py, docs/projection.md), kept in the file
 # so `/steer terse --mode project` and `/vector show terse` use and show it. Measured again
 # when the vector changes: `python bench/project_bench.py efficacy --bare`.

@@ -208,9 +208,9 @@ class Concept:
 
 
 # Topics are built as the README advises for a topic (since 2026-12-07; `--method replies`
-# before, which the tables in docs/efficacy.md before that date used; `--mode content` since
-# 2026-12-07, late).
-TOPIC_METHOD = "--method focus --mode content"
+# before, which the tables in docs/efficacy.md before that date used; in content mode since
+# 2026-12-07, late: `--mode content` then, `--method focus`'s own mode since that night).
+TOPIC_METHOD = "--method focus"
 
 CONCEPTS = [
     Concept(

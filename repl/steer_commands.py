@@ -183,8 +183,8 @@ def calibration_report(vec: SteeringVector) -> list[str]:
             )
     if vec.meta.get("method") == "focus" and cal.get("mode") == "messages":
         lines.append(
-            "  a topic may move further in content mode: /contrast ... --method focus --mode "
-            "content (sea, music, sports and food did, cheerfulness did not: docs/efficacy.md)"
+            "  a topic may move further in content mode, where /contrast ... --method focus "
+            "now calibrates (sea, music, sports and food did: docs/efficacy.md)"
         )
     return lines
 
@@ -245,13 +245,12 @@ def _num(value: float | None, signed: bool = False) -> str:
             "choice",
             ("add", *READ_MODES),
             help="the /steer mode the calibration measures and the vector recommends "
-            "(default: add; prompt for --method replies; messages for --method focus, and "
-            "content moves a topic further)",
+            "(default: add; prompt for --method replies; content for --method focus)",
         ),
     ),
     details='Example: /contrast terse "Respond tersely, in one short sentence." '
     '"Respond in great detail, at length."  For a topic: /contrast sea "Relate your answer '
-    'to the sea and ships." "Answer the question." --method focus --mode content',
+    'to the sea and ships." "Answer the question." --method focus',
 )
 def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     name = _name(args["name"])
@@ -291,8 +290,10 @@ def cmd_contrast(core: Core, args: dict[str, Any]) -> Outcome:
     provenance = provenance_for(positive, negative, pairs, source)
     chat_format = source is None or not args["raw"]
     written = method in ("replies", "focus")
-    # written vectors steer the conversation as it is read (a focus one not its system prompt)
-    mode = ("messages" if method == "focus" else "prompt") if written else "add"
+    # written vectors steer the conversation as it is read; a focus one only the messages' text
+    # (a topic moved furthest there and cheerfulness passed there too: docs/efficacy.md,
+    # "Content mode for the tones")
+    mode = ("content" if method == "focus" else "prompt") if written else "add"
     mode = args["mode"] or mode
     if written:
         provenance["reply_tokens"] = REPLY_TOKENS

@@ -179,7 +179,7 @@ SEA_WORDS = re.compile(r"\b(sea|seas|ocean|oceans|ship|ships|sail\w*|marine|wave
 
 def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> None:
     """Three pairs are enough for the sea to show in a reply to a question it was not built
-    from, while the unsteered reply has none of it (`/steer sea`: messages mode, 1, 5-9)."""
+    from, while the unsteered reply has none of it (`/steer sea`: content mode, 1, 5-9)."""
     line = '/contrast sea "Relate your answer to the sea and ships." "Answer the question." --n 3'
     outcome = core.submit(f"{line} --method focus --no-calibrate")
     assert outcome.job_total == 15  # 6 replies written, 3 scored, 6 read
@@ -187,12 +187,12 @@ def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> 
     result = core.run_job(outcome, lambda done, total: progress.append((done, total)))
     assert not result.errors, result.errors
     assert result.lines()[0] == "built vector 'sea' (focus, 3 pairs)"
-    assert "apply it: /steer sea 1 --layers 5-9 --mode messages" in result.lines()
+    assert "apply it: /steer sea 1 --layers 5-9 --mode content" in result.lines()
     assert progress[-1] == (15, 15) and progress == sorted(progress)
     vec = core.steering.vectors["sea"]
     meta = vec.meta
     assert meta["method"] == "focus" and meta["strength_unit"] == "token-norm"
-    assert meta["recommended_range"] == [5, 9] and meta["recommended_mode"] == "messages"
+    assert meta["recommended_range"] == [5, 9] and meta["recommended_mode"] == "content"
     # only the few tokens the instruction put there weigh (" sea", " ships", ...)
     assert 0 < meta["focus"]["weighted_tokens"] < meta["focus"]["positive_tokens"] / 5
     assert vec.norms()[0] == 0 and vec.norms()[5:10].min() > 0
@@ -200,7 +200,7 @@ def test_method_focus_builds_a_topic_vector_that_moves_the_topic(core: Core) -> 
     sampling = Sampling(temperature=0.0, max_tokens=60)
     plain = core.answer(question, None, sampling).text
     active = core.steering.activate("sea", None, None, None)
-    assert (active.strength, active.layers, active.mode) == (1.0, (5, 9), "messages")
+    assert (active.strength, active.layers, active.mode) == (1.0, (5, 9), "content")
     steered = core.answer(question, core.steering.control(), sampling).text
     assert not SEA_WORDS.search(plain), plain
     assert SEA_WORDS.search(steered), steered

@@ -94,7 +94,7 @@ def test_built_vector_records_its_recipe_and_separates() -> None:
     vec = build_focus_vector("sea", pos, neg, gains, meta={"positive": "p", "method": "x"})
     meta = vec.meta
     assert meta["method"] == "focus" and meta["strength_unit"] == UNIT_TOKEN_NORM
-    assert meta["positive"] == "p" and meta["recommended_mode"] == "messages"
+    assert meta["positive"] == "p" and meta["recommended_mode"] == "content"
     assert meta["recommended_range"] == [1, 1] and meta["n_pairs"] == 6
     assert meta["focus"]["weighted_tokens"] == 12 and meta["focus"]["positive_tokens"] == 30
     assert meta["focus"]["ratio"] == RATIO and meta["focus"]["gain_over_floor_share"] == 0.4

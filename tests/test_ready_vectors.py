@@ -54,7 +54,7 @@ def test_vector_show_says_when_the_effect_was_too_small_to_show_a_plateau(core: 
     # a focus vector calibrated in messages mode points a topic to content mode
     assert not core.submit("/vector load cheerful").errors
     text = "\n".join(core.submit("/vector show cheerful").view.lines())
-    assert "a topic may move further in content mode: /contrast ... --method focus" in text
+    assert "a topic may move further in content mode, where /contrast ... --method focus" in text
 
 
 def test_a_clear_effect_gets_no_note(core: Core) -> None:

@@ -141,7 +141,7 @@ def build_focus_vector(
     defaults = {
         "recommended_range": list(focus_band(directions.shape[0])),
         "recommended_strength": 1.0,
-        "recommended_mode": "messages",
+        "recommended_mode": "content",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return SteeringVector(name, directions, {**defaults, **(meta or {}), **measured})
