@@ -68,8 +68,9 @@ WEAK_EFFECT = 0.1
 # A focus vector (vectors/focus.py) steered in prompt mode is recommended at this share of its
 # strongest fluent strength: on 40-token replies a topic costs less than over 150 (food at 1:
 # 1.42x on 40, 1.65x on 150; sports at 1 loops only in longer replies), and its fluent window
-# is narrow (docs/efficacy.md, "--method focus"). In messages mode, which it recommends now,
-# the same picks held over 150 tokens (food and sports at 1: 1.21x and 1.16x), so none there.
+# is narrow (docs/efficacy.md, "--method focus"). In messages mode, which it recommended next,
+# the same picks held over 150 tokens (food and sports at 1: 1.21x and 1.16x), so none there,
+# nor in content mode, which it recommends now (its calibration answers 80 tokens).
 FOCUS_MARGIN = 0.85
 
 RULE = (
