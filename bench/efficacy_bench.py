@@ -478,7 +478,9 @@ def table(results: list[Result]) -> list[str]:
     return out
 
 
-def doc_block(ready: bool, questions: str, dry: float, temperature: float = 0.0, seed=1) -> str:
+def doc_block(
+    ready: bool, questions: str, dry: float, temperature: float = 0.0, seed: int = 1
+) -> str:
     """The block of docs/efficacy.md a run writes: the scoreboard is `efficacy`; the ready-made
     vectors have one per set of questions (`ready-both`, `ready-fresh`), and so has any other
     set (`efficacy-fresh`); DRY's tables are beside them (`efficacy-dry`, `ready-fresh-dry`),
@@ -497,24 +499,26 @@ def decoding(temperature: float, seed: int, dry: float) -> str:
     return f"{how} with DRY {dry:g}" if dry else how
 
 
-def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
+def _split(path: Path, block: str) -> tuple[str, str, str]:
+    """The doc's text before the block's begin marker (included), inside, and from its end."""
     begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     text = path.read_text("utf-8")
     if begin not in text or end not in text:
         raise SystemExit(f"{path}: no {begin} ... {end} block to update")
     head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    new = f"{head}{begin}\n" + "\n".join(body) + f"\n{end}{tail}"
+    inside, tail = rest.split(end, 1)
+    return head + begin, inside, end + tail
+
+
+def update_doc(path: Path, body: list[str], block: str = "efficacy") -> None:
+    head, _, tail = _split(path, block)
+    new = f"{head}\n" + "\n".join(body) + f"\n{tail}"
     write_atomic(path, lambda tmp: tmp.write_text(new, "utf-8"))  # never half a doc
 
 
 def block_concepts(path: Path, block: str) -> set[str]:
     """The concepts whose rows the doc's block holds now (none for an empty block)."""
-    text = path.read_text("utf-8")
-    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
-    if begin not in text or end not in text:
-        raise SystemExit(f"{path}: no {begin} ... {end} block to update")
-    inside = text.split(begin, 1)[1].split(end, 1)[0]
+    inside = _split(path, block)[1]
     cells = (line.split("|")[1].strip() for line in inside.splitlines() if line.startswith("| "))
     return {c for c in cells if c not in ("concept", "---")}
 
