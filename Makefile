@@ -72,11 +72,13 @@ efficacy-dry: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --dry 0.8 --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --dry 0.8 --questions fresh --update-doc docs/efficacy.md
 
-# the topics at chat's default temperature, every condition sampled, on two seeds
-# (docs/efficacy.md, "At chat's default temperature"; ~40 min)
+# the topics at chat's default temperature, every condition sampled, on two seeds, without
+# and with DRY (docs/efficacy.md, "At chat's default temperature"; ~80 min)
 efficacy-sampled: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 1 --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 2 --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 1 --dry 0.8 --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --concepts $(TOPICS) --temperature 0.7 --seed 2 --dry 0.8 --update-doc docs/efficacy.md
 
 # the ready-made vectors as shipped, on the scoreboard's 16 questions and on 16 fresh ones (~10 min)
 efficacy-ready: $(STAMP)

@@ -89,6 +89,8 @@ def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
         "efficacy-fresh-dry": set(topics[1].split(",")),
         "efficacy-t0.7-s1": set(topics[1].split(",")),
         "efficacy-t0.7-s2": set(topics[1].split(",")),
+        "efficacy-dry-t0.7-s1": set(topics[1].split(",")),
+        "efficacy-dry-t0.7-s2": set(topics[1].split(",")),
         "ready-both": set(bundled_names()),
         "ready-fresh": set(bundled_names()),
     }
