@@ -535,7 +535,8 @@ def check_doc(path: Path, block: str, concepts: list[str]) -> None:
         )
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The command line (tests/test_efficacy_doc.py reads the Makefile's runs with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concepts", help="comma-separated names (default: all)")
     parser.add_argument(
@@ -573,17 +574,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="1 on a busy machine")
     parser.add_argument("--show", action="store_true", help="print every steered reply")
     parser.add_argument("--update-doc", type=Path, help="rewrite the table block in this file")
-    args = parser.parse_args()
-    questions = QUESTION_SETS[args.questions]
-    overlap = set(questions) & (set(neutral_prompts()) | set(calibration_prompts()))
-    if overlap:
-        raise SystemExit(f"bench questions overlap the build or calibration prompts: {overlap}")
+    return parser
+
+
+def chosen(args: argparse.Namespace) -> list[Concept]:
+    """The concepts a run measures: --concepts, else all (the shipped ones with --ready)."""
     known = [c.name for c in CONCEPTS if not args.ready or c.name in bundled_names()]
     wanted = args.concepts.split(",") if args.concepts else known
     concepts = [c for c in CONCEPTS if c.name in wanted and c.name in known]
     if len(concepts) != len(wanted):
         raise SystemExit(f"unknown concept in {wanted}; known: {known}")
-    block = doc_block(args.ready, args.questions, args.dry, args.temperature, args.seed)
+    return concepts
+
+
+def run_block(args: argparse.Namespace) -> str:
+    """The doc block a run writes."""
+    return doc_block(args.ready, args.questions, args.dry, args.temperature, args.seed)
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    questions = QUESTION_SETS[args.questions]
+    overlap = set(questions) & (set(neutral_prompts()) | set(calibration_prompts()))
+    if overlap:
+        raise SystemExit(f"bench questions overlap the build or calibration prompts: {overlap}")
+    concepts = chosen(args)
+    block = run_block(args)
     if args.update_doc is not None:
         check_doc(args.update_doc, block, [c.name for c in concepts])
     model = Model()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
-from bench.efficacy_bench import CONCEPTS, block_concepts, check_doc, doc_block, update_doc
-from vectors import bundled_names
+from bench.efficacy_bench import (
+    arguments,
+    block_concepts,
+    check_doc,
+    chosen,
+    doc_block,
+    run_block,
+    update_doc,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DOC = "# page\n\nbefore\n<!-- ready-both:begin -->\nold table\n<!-- ready-both:end -->\nafter\n"
 
@@ -74,25 +84,27 @@ def test_a_run_that_would_drop_rows_is_refused_before_it_starts(tmp_path: Path) 
     check_doc(empty, "efficacy-dry", ["sea"])  # a new block takes any run
 
 
+def makefile_runs() -> list[list[str]]:
+    """The arguments of every efficacy_bench run in the Makefile that updates the doc."""
+    text = (ROOT / "Makefile").read_text()
+    variables = dict(re.findall(r"^(\w+) := (\S+)$", text, re.M))
+    runs = []
+    for line in text.splitlines():
+        if "bench/efficacy_bench.py" in line and "--update-doc" in line:
+            line = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m[1], m[0]), line)
+            runs.append(shlex.split(line.split("bench/efficacy_bench.py", 1)[1]))
+    return runs
+
+
 def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
     """Every block a make target writes is there (`make efficacy`, `efficacy-dry`,
     `efficacy-sampled` and `efficacy-ready` would fail at their end without it), with the
     rows of what the target measures: fewer is out of date (a ready-made vector added since,
     or a partial run)."""
-    root = Path(__file__).resolve().parent.parent
-    doc = root / "docs" / "efficacy.md"
-    topics = re.search(r"^TOPICS := (\S+)$", (root / "Makefile").read_text(), re.M)
-    assert topics is not None
-    wanted = {
-        "efficacy": {c.name for c in CONCEPTS},
-        "efficacy-dry": set(topics[1].split(",")),
-        "efficacy-fresh-dry": set(topics[1].split(",")),
-        "efficacy-t0.7-s1": set(topics[1].split(",")),
-        "efficacy-t0.7-s2": set(topics[1].split(",")),
-        "efficacy-dry-t0.7-s1": set(topics[1].split(",")),
-        "efficacy-dry-t0.7-s2": set(topics[1].split(",")),
-        "ready-both": set(bundled_names()),
-        "ready-fresh": set(bundled_names()),
-    }
-    for block, concepts in wanted.items():
-        assert block_concepts(doc, block) == concepts, block
+    runs = [arguments().parse_args(argv) for argv in makefile_runs()]
+    blocks = {run_block(args) for args in runs}
+    assert {"efficacy", "efficacy-dry", "ready-both", "efficacy-dry-t0.7-s2"} <= blocks
+    assert len(blocks) == len(runs) == 9  # each run a block of its own
+    for args in runs:
+        held = block_concepts(ROOT / "docs" / "efficacy.md", run_block(args))
+        assert held == {c.name for c in chosen(args)}, run_block(args)
