@@ -17,7 +17,7 @@ export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
 CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/steer
 WHEELS := $(CACHE)/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
-.PHONY: chat test fuzz bench efficacy efficacy-dry efficacy-sampled efficacy-ready soak lint install clean refreeze
+.PHONY: chat test fuzz bench efficacy efficacy-dry efficacy-sampled efficacy-ready efficacy-ready-dry soak lint install clean refreeze
 
 $(STAMP): pyproject.toml constraints.txt Makefile tests/tools/build_llama_cli.sh \
 	  tests/tools/llama_cmake_args.sh tests/tools/gemma_model.py
@@ -84,6 +84,12 @@ efficacy-sampled: $(STAMP)
 efficacy-ready: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --ready --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --ready --questions fresh --update-doc docs/efficacy.md
+
+# the same with DRY 0.8 on every condition (docs/efficacy.md, "The ready-made vectors with DRY";
+# ~20 min)
+efficacy-ready-dry: $(STAMP)
+	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --questions fresh --update-doc docs/efficacy.md
 
 # 300 turns through the plain REPL: RSS, time per turn, then replay --check (~10 min)
 soak: $(STAMP)

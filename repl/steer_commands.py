@@ -513,10 +513,11 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
     out.info += _loudness(steering, name, active)
     if active.mode == "content" and not core.sampling.dry:
         # measured: sea and music pass on both question sets with DRY, not at plain greedy;
-        # sampled at temperature 0.7, music still looped on one seed of two
+        # sampled at temperature 0.7, music still looped on one seed of two. A tone's words
+        # came partly in loops: DRY took excitement and cheerfulness below the bar
         out.info.append(
             "tip: a topic's replies can loop, most at plain greedy; /set dry 0.8 holds that "
-            'off (docs/efficacy.md, "DRY")'
+            'off, but thins a tone\'s words (docs/efficacy.md, "DRY")'
         )
     return out
 

@@ -98,13 +98,14 @@ def makefile_runs() -> list[list[str]]:
 
 def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
     """Every block a make target writes is there (`make efficacy`, `efficacy-dry`,
-    `efficacy-sampled` and `efficacy-ready` would fail at their end without it), with the
-    rows of what the target measures: fewer is out of date (a ready-made vector added since,
-    or a partial run)."""
+    `efficacy-sampled`, `efficacy-ready` and `efficacy-ready-dry` would fail at their end
+    without it), with the rows of what the target measures: fewer is out of date (a
+    ready-made vector added since, or a partial run)."""
     runs = [arguments().parse_args(argv) for argv in makefile_runs()]
     blocks = {run_block(args) for args in runs}
     assert {"efficacy", "efficacy-dry", "ready-both", "efficacy-dry-t0.7-s2"} <= blocks
-    assert len(blocks) == len(runs) == 9  # each run a block of its own
+    assert "ready-fresh-dry" in blocks
+    assert len(blocks) == len(runs) == 11  # each run a block of its own
     for args in runs:
         held = block_concepts(ROOT / "docs" / "efficacy.md", run_block(args))
         assert held == {c.name for c in chosen(args)}, run_block(args)
