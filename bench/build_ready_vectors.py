@@ -26,8 +26,10 @@ from vectors import save_vector  # noqa: E402
 
 # sea: a topic that met the bar on both sets of questions with /set dry 0.8 on every
 # condition, by the widest margin (music did too, at 56-59% of the prompt's gain; docs/
-# efficacy.md, "DRY"); the other topics, sadness and gratitude did not
-READY = ("terse", "formal", "excited", "cheerful", "sea")
+# efficacy.md, "DRY"); the other topics, sadness and gratitude did not. food: since content
+# mode's ladder has a rung at 1.1, its pick, it meets the bar on three sets of questions at
+# plain greedy and on both with DRY ("Stronger rungs with DRY, and a finer ladder")
+READY = ("terse", "formal", "excited", "cheerful", "sea", "food")
 # /contrast options a ready vector is built with beyond its scoreboard concept's: cheerful
 # passes with --method focus, not with the default method (docs/efficacy.md, "focus on the
 # tones"), and it shipped calibrated in messages mode, focus's mode until content mode passed

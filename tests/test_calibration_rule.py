@@ -95,11 +95,11 @@ def test_calibration_prompts_are_held_out_from_the_build_prompts() -> None:
     assert not set(held_out) & set(neutral_prompts())
 
 
-def _walked(nll: dict[float, float]) -> tuple[list[float], object]:
+def _walked(nll: dict[float, float], mode: str = "add") -> tuple[list[float], object]:
     """Run the calibration's ladder walk against made-up NLLs (no model)."""
     from repl.calibrate import Calibration, _walk
 
-    cal = Calibration((9, 13), [], 40, BASE)
+    cal = Calibration((9, 13), [], 40, BASE, mode=mode)
     tried = []
     for strength in _walk(cal):
         tried.append(strength)
@@ -110,6 +110,19 @@ def _walked(nll: dict[float, float]) -> tuple[list[float], object]:
 def test_the_walk_climbs_while_fluent_and_stops_at_the_first_broken_rung() -> None:
     tried, cal = _walked({0.3: 0.85, 0.4: 0.95, 0.5: 1.3, 0.7: 2.0})
     assert tried == [0.3, 0.4, 0.5] and cal.strength == 0.4
+
+
+def test_content_mode_walks_a_rung_at_1_1_and_the_other_read_modes_do_not() -> None:
+    """Food's window in content mode is 1.1: fluent there, not at 1.25 (docs/efficacy.md)."""
+    nll = {1.0: 0.85, 1.1: 0.95, 1.25: 1.3, 1.5: 2.0}
+    tried, cal = _walked(nll, "content")
+    assert tried == [1.0, 1.1, 1.25] and cal.strength == 1.1
+    for mode in ("prompt", "messages"):
+        tried, cal = _walked(nll, mode)
+        assert tried == [1.0, 1.25] and cal.strength == 1.0, mode
+    # a walk that goes past 1.25 goes on to 1.5, as before (sea's: 1.25)
+    tried, cal = _walked({1.0: 0.85, 1.1: 0.9, 1.25: 0.95, 1.5: 2.0}, "content")
+    assert tried == [1.0, 1.1, 1.25, 1.5] and cal.strength == 1.25
 
 
 def test_the_walk_steps_down_until_fluent() -> None:

@@ -11,9 +11,18 @@ READY = bundled_names()
 
 
 def test_steer_ships_ready_made_vectors() -> None:
-    # issue 11: verbosity, formality, two tones and a topic (sea: it passes on both sets of
-    # questions with DRY on every condition; docs/efficacy.md, "DRY")
-    assert {"terse", "formal", "excited", "cheerful", "sea"} <= set(READY)
+    # issue 11: verbosity, formality, two tones and two topics (sea: it passes on both sets of
+    # questions with DRY on every condition; docs/efficacy.md, "DRY"; food: at plain greedy
+    # too, at its pick on content mode's finer ladder)
+    assert {"terse", "formal", "excited", "cheerful", "sea", "food"} <= set(READY)
+
+
+def test_food_recommends_the_content_ladders_own_rung(core: Core) -> None:
+    """1.1 is on content mode's ladder alone: the rung where food passes on every question set
+    measured (docs/efficacy.md, "Stronger rungs with DRY, and a finer ladder")."""
+    vec = load_vector(bundled_path("food"), core.model.n_layer, core.model.n_embd)
+    assert (vec.recommended_strength, vec.meta["recommended_mode"]) == (1.1, "content")
+    assert [p["strength"] for p in vec.meta["calibration"]["points"]] == [1.0, 1.1, 1.25]
 
 
 @pytest.mark.parametrize("name", READY)
