@@ -248,9 +248,8 @@ class Steering:
     ) -> Active:
         """Switch `name` on; what is not given comes from the vector's recommendation for
         the mode (vectors/lora.py project_recommendation for project mode). A mode of None is
-        the vector's recommended one (prompt mode for a `--method replies` vector, the mode its
-        calibration chose for a `focus` one, content mode unless built with `--mode`, else
-        add)."""
+        the one the vector's calibration chose (prompt mode for `--method replies`, content
+        mode for `--method focus`, unless built with `--mode`; else add)."""
         vec = self.vectors[name]
         mode = mode or recommended_mode(vec)
         rec_strength, rec_layers, rec_targets = self.recommended(vec, mode)
