@@ -85,11 +85,13 @@ efficacy-ready: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --ready --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --ready --questions fresh --update-doc docs/efficacy.md
 
-# the same with DRY 0.8 on every condition (docs/efficacy.md, "The ready-made vectors with DRY";
-# ~20 min)
+# the same with DRY 0.8 on every condition, at llama.cpp's allowed length (2) and at 3
+# (docs/efficacy.md, "The ready-made vectors with DRY", "DRY's allowed length"; ~40 min)
 efficacy-ready-dry: $(STAMP)
 	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --update-doc docs/efficacy.md
 	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --questions fresh --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --dry-allowed 3 --update-doc docs/efficacy.md
+	$(BIN)/python bench/efficacy_bench.py --ready --dry 0.8 --dry-allowed 3 --questions fresh --update-doc docs/efficacy.md
 
 # 300 turns through the plain REPL: RSS, time per turn, then replay --check (~10 min)
 soak: $(STAMP)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import ChatContext, Model, Sampling  # noqa: E402
 from engine.capture import Probe  # noqa: E402
+from engine.chat import DRY_ALLOWED  # noqa: E402
 from repl.calibrate import Scored, answer_all, instructed, score  # noqa: E402
 from repl.core import Core  # noqa: E402
 from vectors import bundled_names, bundled_path, calibration_prompts, neutral_prompts  # noqa: E402
@@ -479,7 +480,12 @@ def table(results: list[Result]) -> list[str]:
 
 
 def doc_block(
-    ready: bool, questions: str, dry: float, temperature: float = 0.0, seed: int = 1
+    ready: bool,
+    questions: str,
+    dry: float,
+    temperature: float = 0.0,
+    seed: int = 1,
+    dry_allowed: int = DRY_ALLOWED,
 ) -> str:
     """The block of docs/efficacy.md a run writes: the scoreboard is `efficacy`; the ready-made
     vectors have one per set of questions (`ready-both`, `ready-fresh`), and so has any other
@@ -489,14 +495,17 @@ def doc_block(
     if not ready and questions != "both":
         block += f"-{questions}"
     if dry:
-        block += "-dry"
+        block += "-dry" if dry_allowed == DRY_ALLOWED else f"-dry{dry_allowed}"
     return f"{block}-t{temperature:g}-s{seed}" if temperature > 0 else block
 
 
-def decoding(temperature: float, seed: int, dry: float) -> str:
+def decoding(temperature: float, seed: int, dry: float, dry_allowed: int = DRY_ALLOWED) -> str:
     """How the run's replies were chosen, as its block's first line says it."""
     how = f"temperature {temperature:g} (seed {seed})" if temperature > 0 else "greedy"
-    return f"{how} with DRY {dry:g}" if dry else how
+    if not dry:
+        return how
+    allowed = "" if dry_allowed == DRY_ALLOWED else f" (allowed length {dry_allowed})"
+    return f"{how} with DRY {dry:g}{allowed}"
 
 
 def _split(path: Path, block: str) -> tuple[str, str, str]:
@@ -564,6 +573,13 @@ def arguments() -> argparse.ArgumentParser:
         "alike; the vector's build and calibration are unchanged (default 0: plain greedy)",
     )
     parser.add_argument(
+        "--dry-allowed",
+        type=int,
+        default=DRY_ALLOWED,
+        help=f"tokens a repeat may run before DRY penalises it (/set dry_allowed; default "
+        f"{DRY_ALLOWED}, llama.cpp's); a run with another writes a block of its own",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=0.0,
@@ -589,7 +605,9 @@ def chosen(args: argparse.Namespace) -> list[Concept]:
 
 def run_block(args: argparse.Namespace) -> str:
     """The doc block a run writes."""
-    return doc_block(args.ready, args.questions, args.dry, args.temperature, args.seed)
+    return doc_block(
+        args.ready, args.questions, args.dry, args.temperature, args.seed, args.dry_allowed
+    )
 
 
 def main() -> None:
@@ -604,7 +622,11 @@ def main() -> None:
         check_doc(args.update_doc, block, [c.name for c in concepts])
     model = Model()
     sampling = Sampling(
-        temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed, dry=args.dry
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        dry=args.dry,
+        dry_allowed=args.dry_allowed,
     )
     ctx = ChatContext(model, n_ctx=2048, n_threads=args.threads)
     core = Core(model, ctx, sampling)
@@ -626,7 +648,8 @@ def main() -> None:
         f"{' (the ready-made vectors as shipped)' if args.ready else ''}: "
         f"{len(questions)} unseen questions "
         f"({set_label(args.questions)}), "
-        f"{decoding(args.temperature, args.seed, args.dry)}, {args.max_tokens}-token cap, "
+        f"{decoding(args.temperature, args.seed, args.dry, args.dry_allowed)}, "
+        f"{args.max_tokens}-token cap, "
         f"{time.perf_counter() - start:.0f} s.",
         "",
         *table(results),

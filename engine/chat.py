@@ -37,6 +37,14 @@ class ContextFullError(Exception):
     """The prompt alone does not fit in the context window."""
 
 
+# llama.cpp's DRY defaults (common/common.h): a repeat is penalised once it is longer than
+# the allowed length (DRY_ALLOWED unless Sampling.dry_allowed says otherwise), by
+# dry x DRY_BASE^(length - allowed); these break a repeat's chain.
+DRY_BASE = 1.75
+DRY_ALLOWED = 2
+DRY_BREAKERS = (b"\n", b":", b'"', b"*")
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How the next token is chosen. temperature 0 means greedy (exact, reproducible)."""
@@ -47,13 +55,9 @@ class Sampling:
     max_tokens: int = 512
     seed: int | None = None
     dry: float = 0.0  # DRY repetition penalty's multiplier; 0 = off
-
-
-# llama.cpp's DRY defaults (common/common.h): a repeat is penalised once it is longer than
-# DRY_ALLOWED tokens, by dry x DRY_BASE^(length - DRY_ALLOWED); these break a repeat's chain.
-DRY_BASE = 1.75
-DRY_ALLOWED = 2
-DRY_BREAKERS = (b"\n", b":", b'"', b"*")
+    # how long a repeat may run before DRY penalises it: at 3 cheerfulness kept its words and
+    # the topics still stopped looping (docs/efficacy.md, "DRY's allowed length")
+    dry_allowed: int = DRY_ALLOWED
 
 
 @dataclass
@@ -91,7 +95,7 @@ def _sampler(
         # (llama_sampler_sample accepts each), over the whole context window
         breakers = (ctypes.c_char_p * len(DRY_BREAKERS))(*DRY_BREAKERS)
         dry = llama_cpp.llama_sampler_init_dry(
-            vocab, sampling.dry, DRY_BASE, DRY_ALLOWED, window, breakers, len(DRY_BREAKERS)
+            vocab, sampling.dry, DRY_BASE, sampling.dry_allowed, window, breakers, len(DRY_BREAKERS)
         )
         llama_cpp.llama_sampler_chain_add(chain, dry)
     if sampling.temperature <= 0:

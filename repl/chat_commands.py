@@ -94,6 +94,7 @@ SETTINGS = {
     "max_tokens": (_int_in(1, 1_000_000), "longest reply, in tokens"),
     "seed": (_seed, "sampling seed, or 'random' for a new one each reply"),
     "dry": (_float_in(0.0, 5.0), "DRY penalty on a reply repeating itself, 0 = off (try 0.8)"),
+    "dry_allowed": (_int_in(1, 1000), "tokens a repeat may run before DRY penalises it (try 3)"),
 }
 
 

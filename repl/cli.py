@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.chat import Sampling
+from engine.chat import DRY_ALLOWED, Sampling
 
 SUBCOMMANDS = ("chat", "vector", "replay", "rpc-server")
 
@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="DRY penalty on a reply repeating its own text, 0 = off (llama.cpp's --dry-"
         "multiplier; try 0.8) (default 0)",
+    )
+    chat.add_argument(
+        "--dry-allowed",
+        type=_setting("dry_allowed"),
+        default=DRY_ALLOWED,
+        metavar="N",
+        help="tokens a repeat may run before DRY penalises it (llama.cpp's --dry-allowed-length;"
+        f" try 3 with --dry 0.8) (default {DRY_ALLOWED})",
     )
     chat.add_argument(
         "--seed",
@@ -426,7 +434,7 @@ def _build_vector(args: argparse.Namespace) -> int:
 
     args.ctx, args.threads, args.system, args.no_session = 512, None, None, True
     args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed = 0, 1, 0, 1, None
-    args.dry = 0.0
+    args.dry, args.dry_allowed = 0.0, DRY_ALLOWED
     try:
         core = _load(args)
     except Exception as exc:  # ModelLoadError, EngineError: already one line
@@ -476,6 +484,7 @@ def _load(args: argparse.Namespace):
         max_tokens=args.max_tokens,
         seed=args.seed,
         dry=args.dry,
+        dry_allowed=args.dry_allowed,
     )
     return Core(model, ctx, sampling, system=args.system)
 

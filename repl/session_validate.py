@@ -234,8 +234,8 @@ def _template(f: _Fields, name: str, value: object) -> dict:
 
 
 def _sampling(f: _Fields, name: str, value: object) -> dict:
-    """The four settings are required; seed and dry are optional (absent = a random seed each
-    reply, no DRY penalty).
+    """The four settings are required; seed, dry and dry_allowed are optional (absent = a
+    random seed each reply, no DRY penalty, llama.cpp's allowed length).
     Only impossible values are refused here; the chat applies its own limits on restore."""
     table = f.table(name, value)
     prefix = f"{name}."
@@ -250,6 +250,8 @@ def _sampling(f: _Fields, name: str, value: object) -> dict:
         out["seed"] = seed
     if "dry" in table:  # absent = off
         out["dry"] = f.get(table, "dry", prefix, _at_least(f, 0.0))
+    if "dry_allowed" in table:  # absent = llama.cpp's 2
+        out["dry_allowed"] = f.get(table, "dry_allowed", prefix, lambda n, v: f.integer(n, v, 1))
     return out
 
 

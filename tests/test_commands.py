@@ -96,7 +96,7 @@ def test_duplicate_names_are_refused() -> None:
         ("/steer x --l", 9, ["--layers"]),
         ("/set te", 5, ["temperature"]),
         ("/set t", 5, ["temperature", "top_p", "top_k"]),
-        ("/set ", 5, ["temperature", "top_p", "top_k", "max_tokens", "seed", "dry"]),
+        ("/set ", 5, ["temperature", "top_p", "top_k", "max_tokens", "seed", "dry", "dry_allowed"]),
         ("/help s", 6, ["session", "set", "steer", "sweep", "system"]),
         ("/help k", 6, ["keys"]),
         ("/set temperature ", 17, []),

@@ -90,6 +90,14 @@ def test_set_changes_sampling_and_validates(core: Core) -> None:
     assert core.submit("/set dry 0.8").info == ["dry = 0.8"]
     assert core.sampling == Sampling(0.5, GREEDY.top_p, 7, 9, None, 0.8)
     assert core.submit("/set dry -1").errors[0].startswith("dry must be in [0, 5], not -1;")
+    assert core.submit("/set dry_allowed 3").info == ["dry_allowed = 3"]
+    assert core.sampling.dry_allowed == 3
+    assert (
+        core.submit("/set dry_allowed 0")
+        .errors[0]
+        .startswith("dry_allowed must be between 1 and 1000, not 0")
+    )
+    assert "dry_allowed must be a whole number" in core.submit("/set dry_allowed 2.5").errors[0]
     assert "top_p must be in (0, 1], not 0" in core.submit("/set top_p 0").errors[0]
     assert "temperature must be a number" in core.submit("/set temperature hot").errors[0]
     assert "missing value for seed" in core.submit("/set seed").errors[0]

@@ -13,6 +13,7 @@ from bench.efficacy_bench import (
     block_concepts,
     check_doc,
     chosen,
+    decoding,
     doc_block,
     run_block,
     update_doc,
@@ -57,6 +58,14 @@ def test_a_sampled_run_writes_a_block_for_its_temperature_and_seed() -> None:
     assert doc_block(False, "both", 0.0, 0.7, 1) == "efficacy-t0.7-s1"
     assert doc_block(False, "fresh", 0.8, 0.7, 2) == "efficacy-fresh-dry-t0.7-s2"
     assert doc_block(False, "both", 0.0, 0.0, 2) == "efficacy"  # greedy: the seed is unused
+
+
+def test_a_run_with_another_dry_allowed_length_writes_a_block_of_its_own() -> None:
+    assert doc_block(True, "both", 0.8, dry_allowed=3) == "ready-both-dry3"
+    assert doc_block(True, "fresh", 0.8, dry_allowed=2) == "ready-fresh-dry"  # llama.cpp's
+    assert doc_block(True, "both", 0.0, dry_allowed=3) == "ready-both"  # no DRY, no length
+    assert decoding(0.0, 1, 0.8, 3) == "greedy with DRY 0.8 (allowed length 3)"
+    assert decoding(0.0, 1, 0.8) == "greedy with DRY 0.8"
 
 
 TABLE = (
@@ -104,8 +113,8 @@ def test_each_block_holds_the_concepts_its_make_target_measures() -> None:
     runs = [arguments().parse_args(argv) for argv in makefile_runs()]
     blocks = {run_block(args) for args in runs}
     assert {"efficacy", "efficacy-dry", "ready-both", "efficacy-dry-t0.7-s2"} <= blocks
-    assert "ready-fresh-dry" in blocks
-    assert len(blocks) == len(runs) == 11  # each run a block of its own
+    assert {"ready-fresh-dry", "ready-fresh-dry3"} <= blocks
+    assert len(blocks) == len(runs) == 13  # each run a block of its own
     for args in runs:
         held = block_concepts(ROOT / "docs" / "efficacy.md", run_block(args))
         assert held == {c.name for c in chosen(args)}, run_block(args)

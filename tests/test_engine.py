@@ -338,20 +338,21 @@ def test_log_softmax_at_is_the_log_probability_of_each_picked_token() -> None:
 def test_dry_departs_from_greedy_only_to_break_a_repeat(ctx: ChatContext) -> None:
     """/set dry: still exact (the same reply twice), and where it first departs from the
     plain greedy reply, the token greedy chose would have continued a repeat of the reply's
-    own text longer than DRY_ALLOWED tokens: that is all DRY may penalise."""
-    from engine.chat import DRY_ALLOWED
+    own text longer than the allowed length: that is all DRY may penalise. With /set
+    dry_allowed 3 the repeat must be a token longer, and the reply is not llama.cpp's 2's."""
     from vectors.calibration import degeneration
 
     asked = user("Describe a forest.")
-    plain = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80))
-    dry = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80, dry=0.8))
-    again = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=80, dry=0.8))
-    assert again.token_ids == dry.token_ids
-    ids = plain.token_ids
-    at = next(i for i, (a, b) in enumerate(zip(ids, dry.token_ids, strict=False)) if a != b)
-    assert dry.token_ids[:at] == ids[:at]
-    before = ids[at - DRY_ALLOWED : at]
-    assert any(
-        ids[j] == ids[at] and ids[j - DRY_ALLOWED : j] == before for j in range(DRY_ALLOWED, at)
-    )
-    assert degeneration(dry.token_ids) < degeneration(ids)
+    plain = ctx.generate(asked, Sampling(temperature=0.0, max_tokens=150))
+    ids, replies = plain.token_ids, {}
+    for allowed in (2, 3):
+        sampling = Sampling(temperature=0.0, max_tokens=150, dry=0.8, dry_allowed=allowed)
+        dry = ctx.generate(asked, sampling)
+        assert ctx.generate(asked, sampling).token_ids == dry.token_ids
+        at = next(i for i, (a, b) in enumerate(zip(ids, dry.token_ids, strict=False)) if a != b)
+        assert dry.token_ids[:at] == ids[:at]
+        before = ids[at - allowed : at]
+        assert any(ids[j] == ids[at] and ids[j - allowed : j] == before for j in range(allowed, at))
+        assert degeneration(dry.token_ids) < degeneration(ids)
+        replies[allowed] = dry.token_ids
+    assert replies[3] != replies[2]

@@ -58,7 +58,7 @@ def test_content_mode_says_what_it_reads_and_points_to_dry(core: Core) -> None:
     said = out.info[0]
     assert "while reading the messages' text (not the system prompt or the assistant's" in said
     assert out.info[-1].startswith("tip: a topic's replies can loop, most at plain greedy; /set")
-    assert "thins a tone's words" in out.info[-1]  # DRY took two tones below the bar
+    assert "thins a tone's words, less with /set dry_allowed 3" in out.info[-1]
     core.submit("/set dry 0.8")
     assert not any("tip:" in line for line in core.submit("/steer terse 1 --mode content").info)
     assert not any("tip:" in line for line in core.submit("/steer terse 1 --mode messages").info)

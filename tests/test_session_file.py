@@ -637,6 +637,7 @@ BAD_FIELDS = [
     ("sampling.max_tokens", 0, "sampling.max_tokens must be at least 1"),
     ("sampling.seed", "42", "sampling.seed must be an integer, got string"),
     ("sampling.dry", -0.5, "sampling.dry must be at least 0"),
+    ("sampling.dry_allowed", 0, "sampling.dry_allowed must be at least 1"),
     ("events.1.sampling.dry", "on", "events[1].sampling.dry must be a number, got string"),
     ("model", "smol.gguf", "model must be a table, got string"),
     ("model.sha256", "abc", "model.sha256 must be a sha256 digest"),
@@ -1039,3 +1040,17 @@ def test_dry_is_kept_and_absent_means_off() -> None:
     loaded = from_toml(to_toml(session), "x.toml")
     assert sampling_from(loaded.sampling) == on
     assert sampling_from(make_session().sampling).dry == 0.0
+
+
+def test_dry_allowed_length_is_kept_and_absent_means_llama_cpps() -> None:
+    """/set dry_allowed survives a save and a load; llama.cpp's 2 is written as nothing, so a
+    session that never changed it is the same file as before the setting existed."""
+    from engine.chat import DRY_ALLOWED, Sampling
+    from repl.session import sampling_dict, sampling_from
+
+    assert "dry_allowed" not in sampling_dict(Sampling(temperature=0.0, dry=0.8))
+    three = Sampling(temperature=0.0, dry=0.8, dry_allowed=3)
+    assert sampling_dict(three)["dry_allowed"] == 3
+    loaded = from_toml(to_toml(make_session(sampling=sampling_dict(three))), "x.toml")
+    assert sampling_from(loaded.sampling) == three
+    assert sampling_from(make_session().sampling).dry_allowed == DRY_ALLOWED == 2
