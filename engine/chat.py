@@ -55,9 +55,7 @@ class Sampling:
     max_tokens: int = 512
     seed: int | None = None
     dry: float = 0.0  # DRY repetition penalty's multiplier; 0 = off
-    # how long a repeat may run before DRY penalises it: at 3 cheerfulness kept its words and
-    # the topics still stopped looping (docs/efficacy.md, "DRY's allowed length")
-    dry_allowed: int = DRY_ALLOWED
+    dry_allowed: int = DRY_ALLOWED  # tokens a repeat may run before DRY penalises it
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.chat import DRY_ALLOWED, Reply, Sampling
+from engine.chat import Reply, Sampling
 from repl.core import Core, Turn, pop_last_exchange
 from repl.model_lookup import describe_model
 from repl.paths import data_dir, user_path
@@ -47,11 +47,18 @@ def new_session_path() -> Path:
     return path
 
 
+OPTIONAL_SAMPLING = ("seed", "dry", "dry_allowed")  # written only when not the default
+
+
 def sampling_dict(sampling: Sampling) -> dict:
     """Absent means the default: a random seed, no DRY, llama.cpp's allowed length (so files
     from before DRY are as they were)."""
-    defaults = {"seed": None, "dry": 0.0, "dry_allowed": DRY_ALLOWED}
-    return {k: v for k, v in asdict(sampling).items() if k not in defaults or v != defaults[k]}
+    default = Sampling()
+    return {
+        k: v
+        for k, v in asdict(sampling).items()
+        if k not in OPTIONAL_SAMPLING or v != getattr(default, k)
+    }
 
 
 def _inside(path: Path, folder: Path) -> bool:

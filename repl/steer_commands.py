@@ -514,8 +514,8 @@ def cmd_steer(core: Core, args: dict[str, Any]) -> Outcome:
     if active.mode == "content" and not core.sampling.dry:
         # measured: sea and music pass on both question sets with DRY, not at plain greedy;
         # sampled at temperature 0.7, music still looped on one seed of two. A tone's words
-        # came partly in loops: DRY took excitement and cheerfulness below the bar; letting
-        # repeats of 3 tokens be kept cheerfulness above it, and sea too
+        # came partly in loops: DRY took excitement and cheerfulness below the bar; with an
+        # allowed length of 3, cheerfulness and sea both passed (docs/efficacy.md)
         out.info.append(
             "tip: a topic's replies can loop, most at plain greedy; /set dry 0.8 holds that "
             "off but thins a tone's words, less with /set dry_allowed 3 (docs/efficacy.md, "
